@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+/**
+ * `sharenothing <command>`: the one CLI of the stack. Thin: it parses flags into the options the library takes.
+ *
+ * @module
+ */
+
+import { runMemcached } from './memcached.ts';
+import { runUp } from './up.ts';
+
+const USAGE = `usage: sharenothing <command> [options]
+
+commands:
+  up          start the local stack (two cache nodes for now) on loopback
+  memcached   a memcached 1.6-compatible cache server (memcached's flags: -p -l -m -c -t -I -f -n -M -C -v …)
+`;
+
+const [command, ...args] = process.argv.slice(2);
+let code: number | undefined;
+switch (command) {
+  case 'memcached':
+    code = await runMemcached(args);
+    break;
+  case 'up':
+    code = await runUp(args);
+    break;
+  case undefined:
+  case '-h':
+  case '--help':
+  case 'help':
+    process.stdout.write(USAGE);
+    code = command === undefined ? 64 : 0;
+    break;
+  default:
+    process.stderr.write(`sharenothing: unknown command '${command}'\n${USAGE}`);
+    code = 64;
+}
+if (code !== undefined) process.exitCode = code;

@@ -1,0 +1,49 @@
+/**
+ * `sharenothing up`: the whole stack on one machine, on loopback, with embedded defaults.
+ *
+ * @module
+ */
+
+import { MemcachedServer } from '../memcached/server/server.ts';
+import { createLogger } from '../net/logger.ts';
+import { installShutdownHandlers } from '../net/shutdown.ts';
+
+/** Default ports of the local stack's two cache nodes. */
+export const UP_CACHE_PORTS = [11211, 11212] as const;
+
+/** Starts the local stack and prints every address; runs until SIGINT/SIGTERM. */
+export async function runUp(args: string[]): Promise<number | undefined> {
+  const host = '127.0.0.1';
+  let basePort: number | undefined;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--port-base') basePort = Number(args[++i]);
+    else {
+      process.stderr.write(`sharenothing up: unknown option ${args[i]}\n`);
+      return 64;
+    }
+  }
+  const logger = createLogger({ name: 'up', level: 'info', stream: process.stderr });
+  const ports = basePort === undefined ? [...UP_CACHE_PORTS] : [basePort, basePort + 1];
+  const caches: MemcachedServer[] = [];
+  for (const port of ports) {
+    const server = new MemcachedServer({ port, listen: [host], threads: 1, maxBytes: 64 * 1024 * 1024, logger });
+    try {
+      await server.listen();
+    } catch (err) {
+      process.stderr.write(`sharenothing up: cannot listen on ${host}:${port}: ${(err as Error).message}\n`);
+      await Promise.all(caches.map((c) => c.close(0)));
+      return 71;
+    }
+    caches.push(server);
+  }
+  process.stdout.write('sharenothing is up:\n');
+  for (const c of caches) process.stdout.write(`  memcached  ${host}:${c.address!.port}\n`);
+  process.stdout.write('Ctrl-C stops it.\n');
+  installShutdownHandlers({
+    close: async (deadlineMs) => {
+      await Promise.all(caches.map((c) => c.close(deadlineMs)));
+    },
+    logger,
+  });
+  return undefined;
+}

@@ -1,0 +1,186 @@
+/**
+ * One client connection: input framing, protocol choice, reply batching and backpressure.
+ *
+ * The protocol handlers are pure over `Buffer`s: given the bytes from `pos`, they either consume a whole command and
+ * return how many bytes it took, or return 0 ("not complete yet"), or a negative number `-n` meaning "a frame of
+ * `n` bytes starts at `pos`" so the connection can collect exactly that many bytes without re-concatenating.
+ *
+ * @module
+ */
+
+import type { Socket } from 'node:net';
+import { consumeBinary } from '../protocol/binary.ts';
+import { ReplyBuffer } from '../protocol/reply-buffer.ts';
+import { consumeText } from '../protocol/text.ts';
+import { Tokens } from '../protocol/tokenize.ts';
+import type { ItemStore } from '../store/item-store.ts';
+import { TS } from '../store/thread-stats.ts';
+import type { MemcachedSettings } from './settings.ts';
+
+/** What a connection needs from the server that owns it. */
+export interface ConnectionHost {
+  readonly settings: MemcachedSettings;
+  readonly store: ItemStore;
+  /** Verbosity set by the `verbosity` command. */
+  verbosity: number;
+  /** Renders a `stats` group as name/value pairs, or undefined for an unknown group. */
+  statsGroup(group: string, conn: Connection | undefined): Array<[string, string]> | undefined;
+  /** `stats reset`. */
+  resetStats(): void;
+  /** `shutdown [graceful]` (only when enabled). */
+  shutdown(graceful: boolean): void;
+  /** SASL PLAIN check. */
+  checkPassword(user: string, password: string): boolean;
+  /** Every open connection (for `stats conns`). */
+  readonly connections: Set<Connection>;
+  /** Version string reported by `version`. */
+  readonly version: string;
+}
+
+/** Protocol the connection speaks (decided by the first byte under `-B auto`). */
+export type WireProtocol = 'unknown' | 'ascii' | 'binary';
+
+/** A swallowed value (after `SERVER_ERROR object too large for cache`) or a pending storage frame. */
+const NO_FRAME = -1;
+
+/**
+ * State and I/O of one client connection. The protocol modules read and write its public fields.
+ */
+export class Connection {
+  readonly socket: Socket;
+  readonly host: ConnectionHost;
+  readonly store: ItemStore;
+  readonly stats: Float64Array;
+  readonly reply = new ReplyBuffer();
+  readonly tokens = new Tokens();
+  protocol: WireProtocol;
+  /** Suppress the reply of the command being processed (text `noreply`). */
+  noreply = false;
+  /** Bytes still to be skipped (a refused value's data). */
+  swallow = 0;
+  /** Binary protocol: SASL done (or not required). */
+  authenticated: boolean;
+  /** Close once the pending replies are written. */
+  closing = false;
+  /** Connection state for `stats conns`. */
+  state = 'conn_new_cmd';
+  readonly openedAt = Date.now();
+  lastCommandAt = Date.now();
+  /** Set when the meta `mn`/binary Noop asks replies to be pushed now (they are flushed per chunk anyway). */
+  #pending: Buffer | null = null;
+  #frame: Buffer | null = null;
+  #frameFill = NO_FRAME;
+  #paused = false;
+  #destroyed = false;
+
+  constructor(socket: Socket, host: ConnectionHost, stats: Float64Array) {
+    this.socket = socket;
+    this.host = host;
+    this.store = host.store;
+    this.stats = stats;
+    const bp = host.settings.bindingProtocol;
+    this.protocol = bp === 'auto' ? 'unknown' : bp;
+    this.authenticated = !host.settings.sasl;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#onDrain());
+    socket.on('error', () => {
+      // ECONNRESET and friends: the 'close' event follows and cleans up.
+    });
+  }
+
+  /** Ends the connection after the replies produced so far are written. */
+  closeAfterWrite(): void {
+    this.closing = true;
+  }
+
+  /** Drops the connection now (protocol violation). */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.flush();
+    this.socket.end();
+    this.socket.destroySoon?.();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#destroyed) return;
+    this.stats[TS.bytes_read]! += chunk.length;
+    this.lastCommandAt = Date.now();
+    this.store.tick();
+    let buf = chunk;
+    // A frame of known size being collected: copy into it, no concatenation.
+    if (this.#frame !== null) {
+      const frame = this.#frame;
+      const n = Math.min(frame.length - this.#frameFill, chunk.length);
+      chunk.copy(frame, this.#frameFill, 0, n);
+      this.#frameFill += n;
+      if (this.#frameFill < frame.length) return;
+      this.#frame = null;
+      this.#frameFill = NO_FRAME;
+      buf = n < chunk.length ? Buffer.concat([frame, chunk.subarray(n)]) : frame;
+    } else if (this.#pending !== null) {
+      buf = Buffer.concat([this.#pending, chunk]);
+      this.#pending = null;
+    }
+    this.#process(buf);
+    this.flush();
+  }
+
+  #process(buf: Buffer): void {
+    let pos = 0;
+    const end = buf.length;
+    while (pos < end && !this.#destroyed && !this.closing) {
+      if (this.swallow > 0) {
+        const n = Math.min(this.swallow, end - pos);
+        this.swallow -= n;
+        pos += n;
+        continue;
+      }
+      if (this.protocol === 'unknown') this.protocol = buf[pos] === 0x80 ? 'binary' : 'ascii';
+      const r = this.protocol === 'binary' ? consumeBinary(this, buf, pos, end) : consumeText(this, buf, pos, end);
+      if (r > 0) {
+        pos += r;
+        continue;
+      }
+      if (r < 0 && -r > end - pos) {
+        // Collect exactly one frame of -r bytes.
+        const frame = Buffer.allocUnsafe(-r);
+        buf.copy(frame, 0, pos, end);
+        this.#frame = frame;
+        this.#frameFill = end - pos;
+        return;
+      }
+      if (r < 0) continue;
+      // Incomplete line or header: keep the tail for the next chunk.
+      this.#pending = Buffer.from(buf.subarray(pos, end));
+      return;
+    }
+  }
+
+  /** Writes the replies collected so far in one `socket.write`. */
+  flush(): void {
+    if (this.reply.length > 0 && !this.socket.destroyed) {
+      const out = this.reply.take();
+      this.stats[TS.bytes_written]! += out.length;
+      const ok = this.socket.write(out);
+      // The write completed synchronously when nothing is queued: the buffer may be reused.
+      if (this.socket.writableLength !== 0) this.reply.detach();
+      if (!ok && !this.#paused) {
+        this.#paused = true;
+        this.socket.pause();
+      }
+    }
+    if (this.closing && !this.#destroyed) {
+      this.#destroyed = true;
+      this.socket.end();
+    }
+  }
+
+  #onDrain(): void {
+    if (this.#paused) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+  }
+}
