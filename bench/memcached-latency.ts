@@ -1,11 +1,12 @@
 // Latency percentiles (p50/p99/...) at 50 connections, text protocol, get:set 9:1, 100-byte values — because
 // memcaslap only reports min/max/avg/std and a log2 histogram, not percentiles.
 //
-//   npx node bench/memcached-latency.ts [--seconds 10] [--rounds 3] [--warmup 2] [--rate 20000] [--connections 50]
-//                                       [--keys 100000] [--value-size 100] [--only ours|memcached] [--json FILE]
+//   npx node bench/memcached-latency.ts [--seconds 10] [--rounds 3] [--warmup 2] [--rate 20000[,0,...]]
+//                                       [--connections 50] [--keys 100000] [--value-size 100]
+//                                       [--only ours|memcached] [--json FILE]
 //
 // Each connection has at most one request in flight and paces itself so that all connections together offer
-// --rate requests/s (0 = closed loop, as fast as the generator can go). Latency is measured per request from write
+// --rate requests/s (0 = closed loop, as fast as the generator can go; a comma list runs several load levels). Latency is measured per request from write
 // to complete reply, in µs, with performance.now(). The generator's own CPU share and event-loop delay are printed
 // so you can tell whether it, rather than the server, is the bottleneck.
 import { writeFileSync } from 'node:fs';
@@ -14,7 +15,7 @@ import os from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import {
-  defaultPort,
+  choosePort,
   fmtInt,
   fmtRatio,
   HOST,
@@ -24,6 +25,7 @@ import {
   log,
   makeKey,
   markdownTable,
+  type PortChoice,
   type RunningServer,
   readCpuSeconds,
   readStats,
@@ -55,7 +57,7 @@ const { values: args } = parseArgs({
 
 if (args.help) {
   process.stdout.write(
-    'usage: npx node bench/memcached-latency.ts [--seconds 10] [--rounds 3] [--warmup 2] [--rate 20000|0]\n' +
+    'usage: npx node bench/memcached-latency.ts [--seconds 10] [--rounds 3] [--warmup 2] [--rate 20000[,0...]]\n' +
       '         [--connections 50] [--keys 100000] [--value-size 100] [--only ours|memcached] [--json FILE]\n' +
       'env: OURS_CMD, MEMCACHED_CMD (command prefixes), OURS_PORT, MEMCACHED_PORT\n',
   );
@@ -65,7 +67,11 @@ if (args.help) {
 const seconds = Number(args.seconds);
 const rounds = Number(args.rounds);
 const warmup = Number(args.warmup);
-const rate = Number(args.rate);
+const rates = args.rate!.split(',').map(Number);
+if (rates.some((r) => !Number.isFinite(r) || r < 0)) {
+  process.stderr.write('--rate must be a comma list of ops/s (0 = closed loop)\n');
+  process.exit(2);
+}
 const connections = Number(args.connections);
 const keyCount = Number(args.keys);
 const valueSize = Number(args['value-size']);
@@ -74,9 +80,9 @@ if (args.only && !SERVER_NAMES.includes(args.only as ServerName)) {
   process.exit(2);
 }
 const servers: ServerName[] = args.only ? [args.only as ServerName] : [...SERVER_NAMES];
-const ports: Record<ServerName, number> = {
-  ours: args['ours-port'] ? Number(args['ours-port']) : defaultPort('ours'),
-  memcached: args['memcached-port'] ? Number(args['memcached-port']) : defaultPort('memcached'),
+const ports: Record<ServerName, PortChoice> = {
+  ours: choosePort('ours', args['ours-port']),
+  memcached: choosePort('memcached', args['memcached-port']),
 };
 const digits = keyDigits(keyCount);
 const setValue = 'v'.repeat(valueSize);
@@ -134,14 +140,14 @@ interface RunStats {
   wallSeconds: number;
   /** generator CPU seconds / wall seconds (1.0 = one full core). */
   generatorCpu: number;
-  /** generator event-loop delay p99 in µs (how late its timers/callbacks ran). */
+  /** generator event-loop delay p99 in µs (how late its timers ran; includes libuv's 1 ms timer granularity). */
   generatorLoopDelayP99Us: number;
   serverCpu: number;
   latePacing: number;
 }
 
 /** Drive `connections` connections for `secs` seconds; push latencies (µs) into `samples` when given. */
-async function drive(srv: RunningServer, secs: number, samples: Samples | undefined): Promise<RunStats> {
+async function drive(srv: RunningServer, rate: number, secs: number, samples: Samples | undefined): Promise<RunStats> {
   const socks: net.Socket[] = await Promise.all(
     Array.from(
       { length: connections },
@@ -289,13 +295,94 @@ interface ServerResult {
   failed: boolean;
 }
 
+interface LevelResult {
+  /** offered ops/s, 0 = closed loop */
+  rate: number;
+  results: Partial<Record<ServerName, ServerResult>>;
+  p99Ratio: number;
+  p50Ratio: number;
+}
+
+async function runLevel(
+  rate: number,
+  running: Partial<Record<ServerName, RunningServer>>,
+  failed: Set<ServerName>,
+): Promise<LevelResult> {
+  const label = rate > 0 ? `${fmtInt(rate)} ops/s` : 'closed loop';
+  log(`offered load ${label}`);
+  const samples: Partial<Record<ServerName, Samples>> = {};
+  const perRound: Partial<Record<ServerName, ServerResult['rounds']>> = {};
+  for (const s of servers) {
+    samples[s] = new Samples();
+    perRound[s] = [];
+  }
+  if (warmup > 0) {
+    for (const s of servers) {
+      if (failed.has(s) || !running[s]) continue;
+      const w = await drive(running[s]!, rate, warmup, undefined);
+      log(`  warmup ${s}: ${fmtInt(w.completed / w.wallSeconds)} ops/s, errors ${w.errors}`);
+    }
+  }
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? servers : [...servers].reverse();
+    for (const s of order) {
+      const srv = running[s];
+      if (!srv || failed.has(s)) continue;
+      const roundSamples = new Samples();
+      let st: RunStats;
+      try {
+        st = await drive(srv, rate, seconds, roundSamples);
+      } catch (err) {
+        log(`  round ${r + 1} ${s}: ${(err as Error).message}`);
+        failed.add(s);
+        continue;
+      }
+      for (let i = 0; i < roundSamples.length; i++) samples[s]!.push(roundSamples.data[i]!);
+      const p = percentiles(roundSamples);
+      const opsPerSec = st.completed / st.wallSeconds;
+      perRound[s]!.push({ ...st, round: r + 1, opsPerSec, p99Us: p.p99Us });
+      if (srv.proc.exited) {
+        log(`  ${s} died: ${srv.proc.describeExit()}`);
+        failed.add(s);
+      }
+      log(
+        `  round ${r + 1} ${s.padEnd(9)} ${fmtInt(opsPerSec).padStart(7)} ops/s  p50 ${fmtInt(p.p50Us)} µs  p99 ${fmtInt(p.p99Us)} µs  ` +
+          `errors ${st.errors}  misses ${st.misses}  generator cpu ${(st.generatorCpu * 100).toFixed(0)}%  ` +
+          `server cpu ${(st.serverCpu * 100).toFixed(0)}%`,
+      );
+      await sleep(200);
+    }
+  }
+  const results: Partial<Record<ServerName, ServerResult>> = {};
+  for (const s of servers) {
+    const rs = perRound[s] ?? [];
+    const wall = rs.reduce((a, x) => a + x.wallSeconds, 0);
+    results[s] = {
+      cmd: running[s]?.argv.join(' ') ?? serverArgv(s, ports[s].port, 1024).join(' '),
+      rounds: rs,
+      latency: percentiles(samples[s]!),
+      opsPerSec: rs.reduce((a, x) => a + x.completed, 0) / wall,
+      generatorCpu: rs.reduce((a, x) => a + x.generatorCpu * x.wallSeconds, 0) / wall,
+      serverCpu: rs.reduce((a, x) => a + x.serverCpu * x.wallSeconds, 0) / wall,
+      failed: failed.has(s) || rs.length < rounds || rs.some((x) => x.errors > 0),
+    };
+  }
+  const ours = results.ours;
+  const mc = results.memcached;
+  return {
+    rate,
+    results,
+    p99Ratio: ours && mc ? ours.latency.p99Us / mc.latency.p99Us : Number.NaN,
+    p50Ratio: ours && mc ? ours.latency.p50Us / mc.latency.p50Us : Number.NaN,
+  };
+}
+
 async function main(): Promise<void> {
   installCleanup();
   const started = new Date();
   const running: Partial<Record<ServerName, RunningServer>> = {};
-  const samples: Partial<Record<ServerName, Samples>> = {};
-  const perRound: Partial<Record<ServerName, ServerResult['rounds']>> = {};
   const failed = new Set<ServerName>();
+  const levels: LevelResult[] = [];
   try {
     for (const s of servers) {
       try {
@@ -311,66 +398,14 @@ async function main(): Promise<void> {
         log(`${s}: ${(err as Error).message}`);
         failed.add(s);
       }
-      samples[s] = new Samples();
-      perRound[s] = [];
     }
-    if (warmup > 0) {
-      for (const s of servers) {
-        if (failed.has(s) || !running[s]) continue;
-        const w = await drive(running[s]!, warmup, undefined);
-        log(`  warmup ${s}: ${fmtInt(w.completed / w.wallSeconds)} ops/s, errors ${w.errors}`);
-      }
-    }
-    for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? servers : [...servers].reverse();
-      for (const s of order) {
-        const srv = running[s];
-        if (!srv || failed.has(s)) continue;
-        const roundSamples = new Samples();
-        let st: RunStats;
-        try {
-          st = await drive(srv, seconds, roundSamples);
-        } catch (err) {
-          log(`  round ${r + 1} ${s}: ${(err as Error).message}`);
-          failed.add(s);
-          continue;
-        }
-        for (let i = 0; i < roundSamples.length; i++) samples[s]!.push(roundSamples.data[i]!);
-        const p = percentiles(roundSamples);
-        const opsPerSec = st.completed / st.wallSeconds;
-        perRound[s]!.push({ ...st, round: r + 1, opsPerSec, p99Us: p.p99Us });
-        if (srv.proc.exited) {
-          log(`  ${s} died: ${srv.proc.describeExit()}`);
-          failed.add(s);
-        }
-        log(
-          `  round ${r + 1} ${s.padEnd(9)} ${fmtInt(opsPerSec).padStart(7)} ops/s  p50 ${fmtInt(p.p50Us)} µs  p99 ${fmtInt(p.p99Us)} µs  ` +
-            `errors ${st.errors}  misses ${st.misses}  generator cpu ${(st.generatorCpu * 100).toFixed(0)}% ` +
-            `(loop delay p99 ${fmtInt(st.generatorLoopDelayP99Us)} µs)  server cpu ${(st.serverCpu * 100).toFixed(0)}%`,
-        );
-        await sleep(200);
-      }
-    }
+    for (const rate of rates) levels.push(await runLevel(rate, running, failed));
   } finally {
     for (const s of servers) await stopServer(running[s]);
   }
 
-  const results: Partial<Record<ServerName, ServerResult>> = {};
-  for (const s of servers) {
-    const rs = perRound[s] ?? [];
-    const wall = rs.reduce((a, x) => a + x.wallSeconds, 0);
-    results[s] = {
-      cmd: serverArgv(s, ports[s], 1024).join(' '),
-      rounds: rs,
-      latency: percentiles(samples[s] ?? new Samples()),
-      opsPerSec: rs.reduce((a, x) => a + x.completed, 0) / wall,
-      generatorCpu: rs.reduce((a, x) => a + x.generatorCpu * x.wallSeconds, 0) / wall,
-      serverCpu: rs.reduce((a, x) => a + x.serverCpu * x.wallSeconds, 0) / wall,
-      failed: failed.has(s) || rs.length < rounds || rs.some((x) => x.errors > 0),
-    };
-  }
-
   const header = [
+    'load',
     'server',
     'ops/s',
     'p50 µs',
@@ -383,51 +418,54 @@ async function main(): Promise<void> {
     'gen cpu',
     'server cpu',
   ];
-  const rows = servers.map((s) => {
-    const r = results[s]!;
-    const l = r.latency;
-    return [
-      s + (r.failed ? '!' : ''),
-      fmtInt(r.opsPerSec),
-      fmtInt(l.p50Us),
-      fmtInt(l.p90Us),
-      fmtInt(l.p99Us),
-      fmtInt(l.p999Us),
-      fmtInt(l.maxUs),
-      fmtInt(l.meanUs),
-      fmtInt(r.rounds.reduce((a, x) => a + x.errors, 0)),
-      Number.isFinite(r.generatorCpu) ? `${Math.round(r.generatorCpu * 100)}%` : 'n/a',
-      Number.isFinite(r.serverCpu) ? `${Math.round(r.serverCpu * 100)}%` : 'n/a',
-    ];
-  });
-  const ours = results.ours;
-  const mc = results.memcached;
-  const p99Ratio = ours && mc ? ours.latency.p99Us / mc.latency.p99Us : Number.NaN;
-  const p50Ratio = ours && mc ? ours.latency.p50Us / mc.latency.p50Us : Number.NaN;
+  if (servers.length === 2) header.push('p99 ratio');
+  const rows: string[][] = [];
+  for (const lv of levels) {
+    for (const s of servers) {
+      const r = lv.results[s]!;
+      const l = r.latency;
+      const row = [
+        lv.rate > 0 ? fmtInt(lv.rate) : 'max',
+        s + (r.failed ? '!' : ''),
+        fmtInt(r.opsPerSec),
+        fmtInt(l.p50Us),
+        fmtInt(l.p90Us),
+        fmtInt(l.p99Us),
+        fmtInt(l.p999Us),
+        fmtInt(l.maxUs),
+        fmtInt(l.meanUs),
+        fmtInt(r.rounds.reduce((a, x) => a + x.errors, 0)),
+        Number.isFinite(r.generatorCpu) ? `${Math.round(r.generatorCpu * 100)}%` : 'n/a',
+        Number.isFinite(r.serverCpu) ? `${Math.round(r.serverCpu * 100)}%` : 'n/a',
+      ];
+      if (servers.length === 2) row.push(s === 'ours' ? fmtRatio(lv.p99Ratio) : '');
+      rows.push(row);
+    }
+  }
   const out: string[] = [''];
   out.push(
     `text protocol, ${connections} connections (1 request in flight each), get:set 9:1, ${valueSize}-byte values, ` +
-      `${fmtInt(keyCount)} preloaded keys, offered load ${rate > 0 ? `${fmtInt(rate)} ops/s` : 'closed loop (max)'}; ` +
-      `${rounds} × ${seconds}s rounds per server (after ${warmup}s warm-up), servers alternated; percentiles over all rounds.`,
+      `${fmtInt(keyCount)} preloaded keys; load = offered ops/s (max = closed loop); ` +
+      `${rounds} × ${seconds}s rounds per server and load (after ${warmup}s warm-up), servers alternated; ` +
+      'percentiles over all rounds.',
   );
   out.push(
-    'gen cpu = this load generator\'s CPU time / wall time (100% = one core; near 100% means the generator is the limit).',
+    "gen cpu = this load generator's CPU time / wall time (100% = one core; near 100% means the generator is the " +
+      'limit, as it is at "max"). server cpu likewise for the server process. "!" = errors or a failed round.',
   );
   out.push('');
   out.push(table(header, rows));
   out.push('');
-  if (servers.length === 2) {
-    out.push(`p99 ratio ours/memcached: ${fmtRatio(p99Ratio)}   (p50 ratio ${fmtRatio(p50Ratio)})`);
-    out.push('');
-  }
   out.push(markdownTable(header, rows));
-  for (const s of servers) {
-    const r = results[s]!;
-    if (rate > 0 && r.opsPerSec < rate * 0.95) {
-      out.push(`WARNING: ${s} achieved ${fmtInt(r.opsPerSec)} ops/s < 95% of the offered ${fmtInt(rate)} ops/s`);
+  for (const lv of levels) {
+    for (const s of servers) {
+      const r = lv.results[s]!;
+      if (lv.rate > 0 && r.opsPerSec < lv.rate * 0.95) {
+        out.push(`WARNING: ${s} achieved ${fmtInt(r.opsPerSec)} ops/s < 95% of the offered ${fmtInt(lv.rate)} ops/s`);
+      }
+      const firstErr = r.rounds.find((x) => x.firstError)?.firstError;
+      if (firstErr) out.push(`${s}: first error: ${firstErr}`);
     }
-    const firstErr = r.rounds.find((x) => x.firstError)?.firstError;
-    if (firstErr) out.push(`${s}: first error: ${firstErr}`);
   }
   process.stdout.write(`${out.join('\n')}\n`);
 
@@ -435,10 +473,11 @@ async function main(): Promise<void> {
     benchmark: 'memcached-latency',
     started: started.toISOString(),
     host: { cpus: os.cpus().length, kernel: os.release(), node: process.version },
-    settings: { seconds, rounds, warmup, rate, connections, keys: keyCount, valueSize },
-    results,
-    p99Ratio,
-    p50Ratio,
+    settings: { seconds, rounds, warmup, rates, connections, keys: keyCount, valueSize },
+    servers: Object.fromEntries(
+      servers.map((s) => [s, running[s]?.argv.join(' ') ?? serverArgv(s, ports[s].port, 1024).join(' ')]),
+    ),
+    levels,
   };
   if (args.json) {
     writeFileSync(args.json, `${JSON.stringify(json, null, 2)}\n`);
@@ -446,7 +485,7 @@ async function main(): Promise<void> {
   } else {
     process.stdout.write(`\nJSON: ${JSON.stringify(json)}\n`);
   }
-  process.exitCode = servers.some((s) => results[s]!.failed) ? 1 : 0;
+  process.exitCode = failed.size > 0 || levels.some((lv) => servers.some((s) => lv.results[s]!.failed)) ? 1 : 0;
 }
 
 await main();

@@ -10,13 +10,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  defaultPort,
+  choosePort,
   fmtInt,
   fmtRatio,
   installCleanup,
   log,
   markdownTable,
   median,
+  type PortChoice,
   type RunningServer,
   readCpuSeconds,
   SERVER_NAMES,
@@ -87,9 +88,9 @@ if (args.only && !SERVER_NAMES.includes(args.only as ServerName)) {
   process.exit(2);
 }
 const servers: ServerName[] = args.only ? [args.only as ServerName] : [...SERVER_NAMES];
-const ports: Record<ServerName, number> = {
-  ours: args['ours-port'] ? Number(args['ours-port']) : defaultPort('ours'),
-  memcached: args['memcached-port'] ? Number(args['memcached-port']) : defaultPort('memcached'),
+const ports: Record<ServerName, PortChoice> = {
+  ours: choosePort('ours', args['ours-port']),
+  memcached: choosePort('memcached', args['memcached-port']),
 };
 for (const [k, v] of [
   ['seconds', seconds],
@@ -130,7 +131,7 @@ interface MemaslapResult {
 }
 
 function parseMemaslap(raw: string): MemaslapResult {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: strip the screen-clear escape memaslap prints with -S
+  // Strip the screen-clear escape memaslap prints with -S.
   const text = raw.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
   const res: MemaslapResult = {
     ok: false,
@@ -217,7 +218,9 @@ function log2Percentile(dist: readonly number[], q: number): PercentileEstimate 
 
 function mergeDists(dists: readonly (readonly number[])[]): number[] {
   const out: number[] = [];
-  for (const d of dists) d.forEach((n, i) => (out[i] = (out[i] ?? 0) + n));
+  for (const d of dists) {
+    for (let i = 0; i < d.length; i++) out[i] = (out[i] ?? 0) + (d[i] ?? 0);
+  }
   for (let i = 0; i < out.length; i++) out[i] ??= 0;
   return out;
 }
@@ -377,7 +380,7 @@ async function runCase(c: CaseDef): Promise<CaseResult> {
     const merged = mergeDists(acc.dists);
     const okRounds = acc.rounds.filter((r) => !r.error);
     results[s] = {
-      cmd: serverArgv(s, ports[s], 1024).join(' '),
+      cmd: running[s]?.argv.join(' ') ?? serverArgv(s, ports[s].port, 1024).join(' '),
       rounds: acc.rounds,
       medianTps: acc.failed && okRounds.length === 0 ? 0 : median(acc.rounds.map((r) => r.tps)),
       medianAvgUs: median(okRounds.map((r) => r.avgUs)),
@@ -421,7 +424,10 @@ async function main(): Promise<void> {
   for (const s of servers) header.push(`${s} cpu`);
   const rows = results.map((r) => {
     const row = [r.name];
-    for (const s of servers) row.push(r.results[s]?.failed ? `${fmtInt(r.results[s]!.medianTps)}!` : fmtInt(r.results[s]?.medianTps ?? Number.NaN));
+    for (const s of servers)
+      row.push(
+        r.results[s]?.failed ? `${fmtInt(r.results[s]!.medianTps)}!` : fmtInt(r.results[s]?.medianTps ?? Number.NaN),
+      );
     if (servers.length === 2) row.push(fmtRatio(r.ratio));
     for (const s of servers) row.push(fmtInt(r.results[s]?.medianAvgUs ?? Number.NaN));
     for (const s of servers) row.push(fmtPct(r.results[s]?.p99));
@@ -467,7 +473,7 @@ async function main(): Promise<void> {
     started: started.toISOString(),
     host: { cpus: os.cpus().length, kernel: os.release(), node: process.version },
     settings: { seconds, rounds, warmup, concurrency, threads, keySize, memaslap: args.memaslap },
-    servers: Object.fromEntries(servers.map((s) => [s, serverArgv(s, ports[s], 1024).join(' ')])),
+    servers: Object.fromEntries(servers.map((s) => [s, serverArgv(s, ports[s].port, 1024).join(' ')])),
     cases: results,
   };
   if (args.json) {

@@ -83,25 +83,21 @@ export function serverPrefix(name: ServerName): string[] {
 }
 
 export function serverArgv(name: ServerName, port: number, memMb: number, threads = 2): string[] {
-  return [
-    ...serverPrefix(name),
-    '-p',
-    String(port),
-    '-U',
-    '0',
-    '-l',
-    HOST,
-    '-t',
-    String(threads),
-    '-m',
-    String(memMb),
-  ];
+  return [...serverPrefix(name), '-p', String(port), '-U', '0', '-l', HOST, '-t', String(threads), '-m', String(memMb)];
 }
 
-export function defaultPort(name: ServerName): number {
+/** Port from --NAME-port or OURS_PORT/MEMCACHED_PORT (exact), else a default that may move up if it is taken. */
+export function choosePort(name: ServerName, flag: string | undefined): PortChoice {
   const env = name === 'ours' ? process.env.OURS_PORT : process.env.MEMCACHED_PORT;
-  if (env) return Number(env);
-  return name === 'ours' ? 21211 : 21212;
+  const given = flag ?? env;
+  if (given) return { port: Number(given), exact: true };
+  return { port: name === 'ours' ? 21211 : 21212, exact: false };
+}
+
+export interface PortChoice {
+  port: number;
+  /** false: if the port is busy, the next free one (stepping by 2, below 32768) is used instead. */
+  exact: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -278,6 +274,47 @@ export function readMem(pid: number): MemInfo | undefined {
   }
 }
 
+/** pids of the process and all its descendants (children found via /proc/<pid>/stat's ppid). */
+export function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(entry));
+      children.set(ppid, list);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  const stack = [root];
+  while (stack.length > 0) {
+    const pid = stack.pop()!;
+    out.push(pid);
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+/** Memory of the server: VmRSS/VmHWM summed over the process and any child processes it forked. */
+export function readMemTree(pid: number): (MemInfo & { processes: number }) | undefined {
+  const root = readMem(pid);
+  if (!root) return undefined;
+  const pids = processTree(pid);
+  let rssKb = root.rssKb;
+  let hwmKb = root.hwmKb;
+  for (const p of pids.slice(1)) {
+    const m = readMem(p);
+    if (!m) continue;
+    rssKb += m.rssKb;
+    hwmKb += m.hwmKb;
+  }
+  return { rssKb, hwmKb, processes: pids.length };
+}
+
 let clkTck = 0;
 function clockTicks(): number {
   if (clkTck === 0) {
@@ -335,10 +372,20 @@ function tryConnect(port: number): Promise<boolean> {
   });
 }
 
-export async function startServer(name: ServerName, port: number, memMb: number, timeoutMs = 30_000) {
-  if (await tryConnect(port)) {
-    throw new Error(`port ${port} (for ${name}) is already in use; pick another with --${name}-port`);
+async function pickPort(name: ServerName, choice: PortChoice): Promise<number> {
+  let port = choice.port;
+  for (let tries = 0; tries < 100 && port < 32768; tries++, port += 2) {
+    if (!(await tryConnect(port))) {
+      if (port !== choice.port) log(`${name}: port ${choice.port} is taken, using ${port}`);
+      return port;
+    }
+    if (choice.exact) break;
   }
+  throw new Error(`port ${choice.port} (for ${name}) is already in use; pick another with --${name}-port`);
+}
+
+export async function startServer(name: ServerName, portChoice: PortChoice, memMb: number, timeoutMs = 30_000) {
+  const port = await pickPort(name, portChoice);
   const argv = serverArgv(name, port, memMb);
   log(`starting ${name}: ${argv.join(' ')}`);
   const proc = spawnTracked(argv);
@@ -415,8 +462,9 @@ export async function readStats(port: number, timeoutMs = 10_000): Promise<Recor
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Pipelined loader: `set KEY 0 0 N noreply` in batches, the last set of each batch without noreply so every batch
-// is acknowledged by exactly one reply line. A few batches in flight per connection.
+// Pipelined loader: `set KEY 0 0 N noreply` in batches, each batch followed by `get <sentinel>` (a key that never
+// exists) whose `END` acknowledges the batch. Any other reply line (e.g. an error a server sends despite noreply) is
+// counted as an error. A few batches in flight per connection.
 
 export interface LoadOptions {
   count: number;
@@ -431,9 +479,9 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
-  /** items written (noreply sets + one acknowledged set per batch). */
+  /** items written (all as `set ... noreply`). */
   sent: number;
-  /** batches whose final (acknowledged) set came back STORED. */
+  /** batches acknowledged (their sentinel `get` answered END). */
   batchesAcked: number;
   errors: number;
   firstError?: string;
@@ -463,6 +511,8 @@ export function makeFiller(size: number): Buffer {
   return b;
 }
 
+const SYNC = 'get __bench_sync_never_set__\r\n';
+
 export async function loadItems(port: number, opts: LoadOptions): Promise<LoadResult> {
   const connections = opts.connections ?? 4;
   const batch = opts.batch ?? 500;
@@ -478,16 +528,17 @@ export async function loadItems(port: number, opts: LoadOptions): Promise<LoadRe
 
   const buildBatch = (from: number, to: number): Buffer => {
     const headerMax = 4 + prefix.length + digits + 16 + 20;
-    const buf = Buffer.allocUnsafe((to - from) * (headerMax + opts.valueSize + 2));
+    const buf = Buffer.allocUnsafe((to - from) * (headerMax + opts.valueSize + 2) + SYNC.length);
     let off = 0;
     for (let i = from; i < to; i++) {
       const key = makeKey(prefix, i, digits);
-      off += buf.write(`set ${key} 0 0 ${opts.valueSize}${i === to - 1 ? '' : ' noreply'}\r\n`, off, 'latin1');
+      off += buf.write(`set ${key} 0 0 ${opts.valueSize} noreply\r\n`, off, 'latin1');
       fillValue(buf, off, opts.valueSize, i, filler);
       off += opts.valueSize;
       buf[off++] = 13;
       buf[off++] = 10;
     }
+    off += buf.write(SYNC, off, 'latin1');
     return buf.subarray(0, off);
   };
 
@@ -524,13 +575,13 @@ export async function loadItems(port: number, opts: LoadOptions): Promise<LoadRe
         while (idx >= 0) {
           const line = pending.slice(0, idx);
           pending = pending.slice(idx + 2);
-          if (line === 'STORED') {
+          if (line === 'END') {
             result.batchesAcked++;
+            inflight--;
           } else {
             result.errors++;
             result.firstError ??= line;
           }
-          inflight--;
           idx = pending.indexOf('\r\n');
         }
         pump();

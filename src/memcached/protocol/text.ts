@@ -19,6 +19,11 @@ import { parseCas, parseI32, parseU32, parseU64, type Tokens, tokenIs, tokenize 
 export const KEY_MAX_LENGTH = 250;
 /** A line longer than this without a newline closes the connection (unless it is a multi-get). */
 const MAX_LINE_WITHOUT_NEWLINE = 2048;
+/**
+ * memcached lets a multi-get line grow without bound; we stop at 8 MiB (32,000 keys of 250 bytes) so that one
+ * client cannot make the server buffer without limit.
+ */
+const MAX_MULTIGET_LINE = 8 * 1024 * 1024;
 
 const LF = 10;
 const CR = 13;
@@ -52,7 +57,8 @@ export function writeUint(reply: ReplyBuffer, n: number): void {
 export function consumeText(conn: Connection, buf: Buffer, pos: number, end: number): number {
   const nl = buf.indexOf(LF, pos);
   if (nl < 0 || nl >= end) {
-    if (end - pos > MAX_LINE_WITHOUT_NEWLINE && !isMultiGetPrefix(buf, pos, end)) {
+    const waiting = end - pos;
+    if (waiting > MAX_LINE_WITHOUT_NEWLINE && (waiting > MAX_MULTIGET_LINE || !isMultiGetPrefix(buf, pos, end))) {
       conn.destroy();
       return end - pos;
     }

@@ -71,6 +71,7 @@ export class Connection {
   #frame: Buffer | null = null;
   #frameFill = NO_FRAME;
   #paused = false;
+  #yielded = false;
   #destroyed = false;
 
   constructor(socket: Socket, host: ConnectionHost, stats: Float64Array) {
@@ -130,7 +131,13 @@ export class Connection {
   #process(buf: Buffer): void {
     let pos = 0;
     const end = buf.length;
+    // memcached's -R: after this many commands from one read, let other connections run first.
+    let budget = this.host.settings.reqsPerEvent;
     while (pos < end && !this.#destroyed && !this.closing) {
+      if (budget-- <= 0) {
+        this.#yield(buf.subarray(pos, end));
+        return;
+      }
       if (this.swallow > 0) {
         const n = Math.min(this.swallow, end - pos);
         this.swallow -= n;
@@ -151,11 +158,30 @@ export class Connection {
         this.#frameFill = end - pos;
         return;
       }
-      if (r < 0) continue;
       // Incomplete line or header: keep the tail for the next chunk.
       this.#pending = Buffer.from(buf.subarray(pos, end));
       return;
     }
+  }
+
+  /** Parks unprocessed input and resumes on the next turn of the event loop (`conn_yields`). */
+  #yield(rest: Buffer): void {
+    this.stats[TS.conn_yields]!++;
+    this.#pending = Buffer.from(rest);
+    this.#yielded = true;
+    this.socket.pause();
+    setImmediate(() => {
+      this.#yielded = false;
+      if (this.#destroyed) return;
+      if (!this.#paused) this.socket.resume();
+      const pending = this.#pending;
+      this.#pending = null;
+      if (pending !== null) {
+        this.store.tick();
+        this.#process(pending);
+        this.flush();
+      }
+    });
   }
 
   /** Writes the replies collected so far in one `socket.write`. */
@@ -180,7 +206,7 @@ export class Connection {
   #onDrain(): void {
     if (this.#paused) {
       this.#paused = false;
-      this.socket.resume();
+      if (!this.#yielded) this.socket.resume();
     }
   }
 }
