@@ -66,30 +66,32 @@ export async function runMemcached(args: string[]): Promise<number | undefined> 
     stream: process.stderr,
   });
   const server = new MemcachedServer({ ...settings, logger });
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  const close = async (deadlineMs: number) => {
+    await Promise.all([server.close(deadlineMs), admin?.close()]);
+  };
+  // Installed before binding: a signal that arrives while worker threads start still shuts down cleanly.
+  const uninstall = installShutdownHandlers({ close, logger });
+  server.onShutdown = () => {
+    uninstall();
+    void close(5000).then(() => process.exit(0));
+  };
   let address: Awaited<ReturnType<MemcachedServer['listen']>>;
   try {
     address = await server.listen();
   } catch (err) {
+    uninstall();
     process.stderr.write(
       `sharenothing memcached: failed to listen on port ${settings.port}: ${(err as Error).message}\n`,
     );
     return 71;
   }
-  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   if (settings.admin) {
     const registry = new MetricsRegistry();
     memcachedMetrics(registry, server);
     admin = await startAdminServer({ ...settings.admin, registry, logger });
     logger.warn('admin listener', { host: admin.address.host, port: admin.address.port });
   }
-  const close = async (deadlineMs: number) => {
-    await Promise.all([server.close(deadlineMs), admin?.close()]);
-  };
-  const uninstall = installShutdownHandlers({ close, logger });
-  server.onShutdown = () => {
-    uninstall();
-    void close(5000).then(() => process.exit(0));
-  };
   logger.info('listening', { host: address.address, port: address.port });
   return undefined;
 }

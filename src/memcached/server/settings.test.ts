@@ -27,7 +27,18 @@ describe('memcached flags', () => {
   });
 
   it('accepts attached values, long forms and -vv', () => {
-    const s = parseMemcachedArgs(['-p11400', '--memory-limit=32', '--threads', '3', '-vv', '-M', '-C', '-S', '-F', '-A']);
+    const s = parseMemcachedArgs([
+      '-p11400',
+      '--memory-limit=32',
+      '--threads',
+      '3',
+      '-vv',
+      '-M',
+      '-C',
+      '-S',
+      '-F',
+      '-A',
+    ]);
     assert.equal(s.port, 11400);
     assert.equal(s.maxBytes, 32 * 1024 * 1024);
     assert.equal(s.threads, 3);

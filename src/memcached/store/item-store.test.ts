@@ -34,7 +34,15 @@ function makeStore(overrides: Partial<StoreConfig> = {}): ItemStore {
 
 const k = (s: string) => Buffer.from(s, 'latin1');
 
-function set(store: ItemStore, key: string, value: string | Buffer, op: StoreOp = StoreOp.SET, flags = 0, exptime = 0, cas = 0) {
+function set(
+  store: ItemStore,
+  key: string,
+  value: string | Buffer,
+  op: StoreOp = StoreOp.SET,
+  flags = 0,
+  exptime = 0,
+  cas = 0,
+) {
   const kb = k(key);
   const vb = typeof value === 'string' ? Buffer.from(value) : value;
   return store.store(op, kb, 0, kb.length, flags, exptime, vb, 0, vb.length, cas);
@@ -55,9 +63,9 @@ describe('slab classes', () => {
     assert.deepEqual(
       sizes,
       [
-        96, 120, 152, 192, 240, 304, 384, 480, 600, 752, 944, 1184, 1480, 1856, 2320, 2904, 3632, 4544, 5680, 7104, 8880,
-        11104, 13880, 17352, 21696, 27120, 33904, 42384, 52984, 66232, 82792, 103496, 129376, 161720, 202152, 252696,
-        315872, 394840, 524288,
+        96, 120, 152, 192, 240, 304, 384, 480, 600, 752, 944, 1184, 1480, 1856, 2320, 2904, 3632, 4544, 5680, 7104,
+        8880, 11104, 13880, 17352, 21696, 27120, 33904, 42384, 52984, 66232, 82792, 103496, 129376, 161720, 202152,
+        252696, 315872, 394840, 524288,
       ],
     );
   });

@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import { describe, it } from 'node:test';
+
+const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
+
+function run(args: string[], opts: { untilStdout?: RegExp; timeoutMs?: number } = {}) {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const ready = new Promise<void>((resolve, reject) => {
+    if (!opts.untilStdout) return resolve();
+    const timer = setTimeout(
+      () => reject(new Error(`timeout; stdout=${stdout} stderr=${stderr}`)),
+      opts.timeoutMs ?? 10_000,
+    );
+    child.stdout.on('data', () => {
+      if (opts.untilStdout!.test(stdout)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  return { child, exited, ready, out: () => stdout, err: () => stderr };
+}
+
+function ask(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.write(request));
+    let data = '';
+    s.on('data', (d) => {
+      data += d;
+      if (data.endsWith('\r\n')) {
+        s.end();
+        resolve(data);
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('sharenothing CLI', () => {
+  it('prints usage and exits 64 without a command', async () => {
+    const r = run([]);
+    assert.equal(await r.exited, 64);
+    assert.match(r.out(), /usage: sharenothing/);
+  });
+
+  it('refuses an unknown command', async () => {
+    const r = run(['frobnicate']);
+    assert.equal(await r.exited, 64);
+    assert.match(r.err(), /unknown command 'frobnicate'/);
+  });
+
+  it('memcached --help lists memcached flags, -V prints the version', async () => {
+    const h = run(['memcached', '--help']);
+    assert.equal(await h.exited, 0);
+    assert.match(h.out(), /-m, --memory-limit/);
+    const v = run(['memcached', '-V']);
+    assert.equal(await v.exited, 0);
+    assert.match(v.out(), /^memcached 1\.6\.18/);
+  });
+
+  it('memcached refuses a bad flag with exit code 64 and a reason', async () => {
+    const r = run(['memcached', '-d']);
+    assert.equal(await r.exited, 64);
+    assert.match(r.err(), /daemon mode \(-d\) is not supported/);
+  });
+
+  it('memcached serves on the given port and stops on SIGTERM', async () => {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const r = run(['memcached', '-p', String(port), '-l', '127.0.0.1', '-t', '2', '-m', '8', '-v']);
+    let reply = '';
+    for (let i = 0; i < 50 && !reply; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      reply = await ask(port, 'version\r\n').catch(() => '');
+    }
+    assert.equal(reply, 'VERSION 1.6.18\r\n');
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0);
+  });
+
+  it('up starts two cache nodes, prints their addresses and stops on SIGINT', async () => {
+    const base = 20000 + Math.floor(Math.random() * 10000);
+    const r = run(['up', '--port-base', String(base)], { untilStdout: /Ctrl-C/ });
+    await r.ready;
+    assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base}`));
+    assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base + 1}`));
+    assert.equal(await ask(base + 1, 'version\r\n'), 'VERSION 1.6.18\r\n');
+    r.child.kill('SIGINT');
+    assert.equal(await r.exited, 0);
+  });
+
+  it('memcached --admin serves Prometheus metrics read from stats', async () => {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const adminPort = port + 1;
+    const r = run([
+      'memcached',
+      '-p',
+      String(port),
+      '-l',
+      '127.0.0.1',
+      '-t',
+      '1',
+      '-m',
+      '8',
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+    ]);
+    let reply = '';
+    for (let i = 0; i < 50 && !reply; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      reply = await ask(port, 'set k 0 0 1\r\nv\r\n').catch(() => '');
+    }
+    assert.equal(reply, 'STORED\r\n');
+    let text = '';
+    for (let i = 0; i < 50 && !text; i++) {
+      text = await fetch(`http://127.0.0.1:${adminPort}/metrics`)
+        .then((res) => res.text())
+        .catch(() => '');
+      if (!text) await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.match(text, /^memcached_curr_items 1$/m);
+    assert.match(text, /^memcached_cmd_set_total 1$/m);
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0);
+  });
+});
