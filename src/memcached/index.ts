@@ -7,4 +7,4 @@
  * import { KEY_MAX_LENGTH } from 'sharenothing/memcached';
  */
 
-export { KEY_MAX_LENGTH } from './protocol/text.ts';
+export { KEY_MAX_LENGTH } from './protocol/limits.ts';

@@ -11,12 +11,10 @@
 import type { Connection } from '../server/connection.ts';
 import { DeltaResult, type ItemStore, StoreOp, StoreResult } from '../store/item-store.ts';
 import { TS } from '../store/thread-stats.ts';
+import { KEY_MAX_LENGTH } from './limits.ts';
 import { consumeMeta } from './meta.ts';
-import type { ReplyBuffer } from './reply-buffer.ts';
 import { parseCas, parseI32, parseU32, parseU64, type Tokens, tokenIs, tokenize } from './tokenize.ts';
 
-/** memcached's `KEY_MAX_LENGTH`. */
-export const KEY_MAX_LENGTH = 250;
 /** A line longer than this without a newline closes the connection (unless it is a multi-get). */
 const MAX_LINE_WITHOUT_NEWLINE = 2048;
 /**
@@ -38,16 +36,6 @@ export function outString(conn: Connection, s: string): void {
 export function outError(conn: Connection, s: string): void {
   conn.noreply = false;
   conn.reply.line(s);
-}
-
-/** Appends the decimal digits of a non-negative integer (< 2^53). */
-export function writeUint(reply: ReplyBuffer, n: number): void {
-  if (n < 10) {
-    const at = reply.reserve(1);
-    reply.buf[at] = 0x30 + n;
-    return;
-  }
-  reply.ascii(String(n));
 }
 
 /**
@@ -352,7 +340,7 @@ function processUpdate(
     return lineLen;
   }
   const store = conn.store;
-  if (!store.fits(nkey, vlen)) {
+  if (!store.fits(nkey, vlen + (flags !== 0 ? 4 : 0))) {
     conn.stats[TS.store_too_large]!++;
     outString(conn, 'SERVER_ERROR object too large for cache');
     conn.swallow = vlen + 2;

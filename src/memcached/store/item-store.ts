@@ -63,6 +63,8 @@ export const ItemFlag = {
   STALE: 8,
   /** A meta win token (`W`) was handed out for this item. */
   TOKEN_SENT: 16,
+  /** The key was sent base64-encoded (meta `b`): meta replies echo it base64-encoded. */
+  KEY_BINARY: 32,
 } as const;
 
 /** Every knob of the storage engine, already converted from memcached's flags. */
@@ -578,10 +580,10 @@ export class ItemStore {
     return ref;
   }
 
-  /** Records an access: sets FETCHED and moves the item to its LRU head if it was last moved a minute ago. */
-  bump(ref: number): void {
+  /** Records an access: sets FETCHED (unless `fetched` is false, as for incr/decr) and moves the item to its LRU head if it was last moved a minute ago. */
+  bump(ref: number, fetched = true): void {
     const ti = ((ref - 1) << 1) + F_TIME;
-    this.addItemFlags(ref, ItemFlag.FETCHED);
+    if (fetched) this.addItemFlags(ref, ItemFlag.FETCHED);
     if (this.#u32[ti]! < this.now - ITEM_UPDATE_INTERVAL) {
       const list = this.#listOf(ref);
       this.#lruRemove(list, ref);
@@ -606,7 +608,10 @@ export class ItemStore {
     return lo;
   }
 
-  /** Whether an item with this key and value length fits under `-I`. */
+  /**
+   * Whether an item with this key and value length fits under `-I` (memcached's `item_size_ok`; callers add 4 to
+   * `nbytes` when the client flags are not 0, as memcached stores them only then).
+   */
   fits(nkey: number, nbytes: number): boolean {
     // memcached counts its 48-byte header, the cas, the key, "\r\n" and a NUL against -I.
     return 48 + 8 + nkey + 1 + nbytes + 2 <= this.#config.itemSizeMax;
@@ -618,7 +623,7 @@ export class ItemStore {
    * {@link free}s it.
    */
   alloc(key: Uint8Array, kOff: number, nkey: number, flags: number, exptime: number, nbytes: number): number {
-    if (!this.fits(nkey, nbytes)) return -StoreResult.TOO_LARGE;
+    if (!this.fits(nkey, nbytes + (flags !== 0 ? 4 : 0))) return -StoreResult.TOO_LARGE;
     const total = HEADER + nkey + nbytes;
     let cls = this.classFor(total);
     let chained = 0;
@@ -987,7 +992,8 @@ export class ItemStore {
       this.#u8.fill(0x20, start + text.length, start + len);
       const newCas = this.nextCas();
       this.setCas(ref, newCas);
-      this.bump(ref);
+      // memcached's do_item_update: refresh the LRU position, but an incr is not a fetch.
+      this.bump(ref, false);
       this.lastCas = newCas;
       this.lastDelta = next;
       return DeltaResult.OK;
@@ -1045,6 +1051,11 @@ export class ItemStore {
   /** Counts a get hit in the item's class (for `stats slabs`). */
   countGetHit(ref: number): void {
     this.#classCtl(this.classId(ref), C.GET_HITS, 1);
+  }
+
+  /** Counts a touch hit in the item's class (meta `mg T`, which touches without {@link touch}). */
+  countTouchHit(ref: number): void {
+    this.#classCtl(this.classId(ref), C.TOUCH_HITS, 1);
   }
 
   /** Counts a cas miss/hit/badval outside {@link store} (meta). */
