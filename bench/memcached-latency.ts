@@ -15,6 +15,7 @@ import os from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import {
+  BackgroundCpu,
   choosePort,
   fmtInt,
   fmtRatio,
@@ -143,6 +144,9 @@ interface RunStats {
   /** generator event-loop delay p99 in µs (how late its timers ran; includes libuv's 1 ms timer granularity). */
   generatorLoopDelayP99Us: number;
   serverCpu: number;
+  /** CPU (cores) used meanwhile by processes outside this benchmark (other work on the machine = noise). */
+  otherCpu: number;
+  /** times a connection fell more than one pacing interval behind its schedule (slots skipped). */
   latePacing: number;
 }
 
@@ -167,12 +171,14 @@ async function drive(srv: RunningServer, rate: number, secs: number, samples: Sa
     generatorCpu: 0,
     generatorLoopDelayP99Us: 0,
     serverCpu: 0,
+    otherCpu: 0,
     latePacing: 0,
   };
   const intervalMs = rate > 0 ? (1000 * connections) / rate : 0;
   const eld = monitorEventLoopDelay({ resolution: 1 });
   const cpu0 = process.cpuUsage();
   const srvCpu0 = readCpuSeconds(srv.pid);
+  const bg = new BackgroundCpu([srv.pid]);
   const t0 = performance.now();
   const stopAt = t0 + secs * 1000;
   eld.enable();
@@ -267,7 +273,13 @@ async function drive(srv: RunningServer, rate: number, secs: number, samples: Sa
         stats.firstError ??= err.message;
         finish();
       });
-      sock.on('close', finish);
+      sock.on('close', () => {
+        if (!finished && performance.now() < stopAt) {
+          stats.errors++;
+          stats.firstError ??= 'connection closed by the server';
+        }
+        finish();
+      });
       // Initial send at this connection's random phase.
       const delay = nextDue - performance.now();
       if (delay <= 0) send();
@@ -282,6 +294,7 @@ async function drive(srv: RunningServer, rate: number, secs: number, samples: Sa
   stats.generatorCpu = (cpu.user + cpu.system) / 1e6 / wall;
   stats.generatorLoopDelayP99Us = eld.percentile(99) / 1000;
   stats.serverCpu = (readCpuSeconds(srv.pid) - srvCpu0) / wall;
+  stats.otherCpu = bg.otherCores();
   return stats;
 }
 
@@ -292,6 +305,8 @@ interface ServerResult {
   opsPerSec: number;
   generatorCpu: number;
   serverCpu: number;
+  /** max over rounds */
+  otherCpu: number;
   failed: boolean;
 }
 
@@ -348,7 +363,7 @@ async function runLevel(
       log(
         `  round ${r + 1} ${s.padEnd(9)} ${fmtInt(opsPerSec).padStart(7)} ops/s  p50 ${fmtInt(p.p50Us)} µs  p99 ${fmtInt(p.p99Us)} µs  ` +
           `errors ${st.errors}  misses ${st.misses}  generator cpu ${(st.generatorCpu * 100).toFixed(0)}%  ` +
-          `server cpu ${(st.serverCpu * 100).toFixed(0)}%`,
+          `server cpu ${(st.serverCpu * 100).toFixed(0)}%  other cpu ${(st.otherCpu * 100).toFixed(0)}%`,
       );
       await sleep(200);
     }
@@ -364,6 +379,7 @@ async function runLevel(
       opsPerSec: rs.reduce((a, x) => a + x.completed, 0) / wall,
       generatorCpu: rs.reduce((a, x) => a + x.generatorCpu * x.wallSeconds, 0) / wall,
       serverCpu: rs.reduce((a, x) => a + x.serverCpu * x.wallSeconds, 0) / wall,
+      otherCpu: Math.max(...rs.map((x) => x.otherCpu)),
       failed: failed.has(s) || rs.length < rounds || rs.some((x) => x.errors > 0),
     };
   }
@@ -417,6 +433,7 @@ async function main(): Promise<void> {
     'errors',
     'gen cpu',
     'server cpu',
+    'other cpu',
   ];
   if (servers.length === 2) header.push('p99 ratio');
   const rows: string[][] = [];
@@ -437,6 +454,7 @@ async function main(): Promise<void> {
         fmtInt(r.rounds.reduce((a, x) => a + x.errors, 0)),
         Number.isFinite(r.generatorCpu) ? `${Math.round(r.generatorCpu * 100)}%` : 'n/a',
         Number.isFinite(r.serverCpu) ? `${Math.round(r.serverCpu * 100)}%` : 'n/a',
+        Number.isFinite(r.otherCpu) ? `${Math.round(r.otherCpu * 100)}%` : 'n/a',
       ];
       if (servers.length === 2) row.push(s === 'ours' ? fmtRatio(lv.p99Ratio) : '');
       rows.push(row);
@@ -451,7 +469,8 @@ async function main(): Promise<void> {
   );
   out.push(
     "gen cpu = this load generator's CPU time / wall time (100% = one core; near 100% means the generator is the " +
-      'limit, as it is at "max"). server cpu likewise for the server process. "!" = errors or a failed round.',
+      'limit, as it is at "max"). server cpu likewise for the server process; other cpu = the most CPU any round ' +
+      'saw used by processes outside this benchmark (noise). "!" = errors or a failed round.',
   );
   out.push('');
   out.push(table(header, rows));
@@ -466,6 +485,13 @@ async function main(): Promise<void> {
       const firstErr = r.rounds.find((x) => x.firstError)?.firstError;
       if (firstErr) out.push(`${s}: first error: ${firstErr}`);
     }
+  }
+  const maxOther = Math.max(...levels.flatMap((lv) => servers.map((s) => lv.results[s]!.otherCpu)));
+  if (maxOther > 0.2) {
+    out.push(
+      `WARNING: other processes used up to ${Math.round(maxOther * 100)}% CPU during a round; ` +
+        'the numbers are noisy — rerun on a quiet machine (or with more rounds).',
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
 

@@ -98,6 +98,8 @@ interface MemoryResult {
   currItems: number;
   bytes: number;
   evictions: number;
+  /** `stats` total_items: sets that were stored (NaN if the server doesn't report it). */
+  totalItems: number;
   spotCheck: string;
   /** error lines the server sent while loading (sets are noreply, so only errors a server sends anyway). */
   loadErrors: number;
@@ -139,6 +141,7 @@ async function measure(name: ServerName): Promise<MemoryResult> {
     currItems: Number.NaN,
     bytes: Number.NaN,
     evictions: Number.NaN,
+    totalItems: Number.NaN,
     spotCheck: '',
     loadErrors: 0,
     stayedUp: false,
@@ -194,6 +197,8 @@ async function measure(name: ServerName): Promise<MemoryResult> {
       res.currItems = Number(st.curr_items);
       res.bytes = Number(st.bytes);
       res.evictions = Number(st.evictions);
+      // Distinct keys, no expiry: every set was either stored (total_items) or refused (silently, being noreply).
+      res.totalItems = Number(st.total_items ?? Number.NaN);
       res.stayedUp = !srv.proc.exited && pidAlive(srv.pid);
     } catch (err) {
       res.stayedUp = false;
@@ -260,10 +265,14 @@ async function main(): Promise<void> {
         fmtInt(r.currItems),
         `${r.loadSeconds.toFixed(1)}s`,
         fmtInt(r.itemsPerSec),
-        r.error ? `NO: ${r.error}` : 'yes',
+        r.error ? 'NO (below)' : 'yes',
       ];
     });
     out.push(table(header, rows));
+    for (const s of servers) {
+      const r = results[s]!;
+      if (r.error) out.push(`${s}: ${r.error}`);
+    }
     out.push('');
     if (ours && mc) {
       out.push(`RSS ratio ours/memcached: ${fmtRatio(ratio)}   (peak ${fmtRatio(hwmRatio)})`);
@@ -291,19 +300,22 @@ async function main(): Promise<void> {
     maxRatio = ours && mc ? (ours.maxRssKb ?? Number.NaN) / (mc.maxRssKb ?? Number.NaN) : Number.NaN;
     out.push(
       `write flood: ${fmtInt(items)} distinct items of ${valueSize} bytes into servers started with -m ${memMb}; ` +
-        'RSS sampled every second during the load (max includes VmHWM).',
+        'RSS sampled every second during the load (max includes VmHWM; idle = before loading). not stored = items − stats total_items: ' +
+        'sets the server refused (silently: they are noreply; memcached does this when its LRU tail is busy).',
     );
     out.push('');
     const header = [
       'server',
       'max RSS',
       'final RSS',
+      'idle RSS',
       'curr_items',
       'evictions',
       'oldest key',
       'newest key',
       'stayed up',
       'items/s',
+      'not stored',
       'set errors',
     ];
     const rows = servers.map((s) => {
@@ -313,12 +325,14 @@ async function main(): Promise<void> {
         s,
         fmtMiB(r.maxRssKb ?? Number.NaN),
         fmtMiB(r.rssKb),
+        fmtMiB(r.baselineRssKb),
         fmtInt(r.currItems),
         fmtInt(r.evictions),
         yn(r.oldestKeyPresent),
         yn(r.newestKeyPresent),
         r.stayedUp ? 'yes' : 'NO',
         fmtInt(r.itemsPerSec),
+        fmtInt(items - r.totalItems),
         fmtInt(r.loadErrors),
       ];
     });

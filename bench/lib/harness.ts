@@ -339,6 +339,57 @@ export function readCpuSeconds(pid: number): number {
   }
 }
 
+/** user+system CPU seconds of the whole machine (all cores) so far, from /proc/stat. */
+export function readMachineBusySeconds(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal: count user+nice+system only; irq/softirq time (the loopback
+    // network stack) is not charged to any process, so it can't be told apart from other sessions' work.
+    return (f[0]! + f[1]! + f[2]!) / clockTicks();
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** CPU seconds of this process's children that have exited and been reaped (e.g. finished memcaslap runs). */
+export function readReapedChildrenCpuSeconds(): number {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[13]) + Number(rest[14])) / clockTicks();
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * Measures CPU used during an interval by everything *except* the benchmark's own processes (server, this script,
+ * reaped load generators): other sessions' work, other services. Non-zero means the numbers are noisier.
+ */
+export class BackgroundCpu {
+  private readonly busy0 = readMachineBusySeconds();
+  private readonly kids0 = readReapedChildrenCpuSeconds();
+  private readonly self0 = process.cpuUsage();
+  private readonly t0 = performance.now();
+  private readonly pidCpu0: Map<number, number>;
+  private readonly pids: number[];
+
+  constructor(pids: number[]) {
+    this.pids = pids;
+    this.pidCpu0 = new Map(pids.map((p) => [p, readCpuSeconds(p)]));
+  }
+
+  /** Other CPU use in cores (1.0 = one full core) since construction. */
+  otherCores(): number {
+    const wall = (performance.now() - this.t0) / 1000;
+    const self = process.cpuUsage(this.self0);
+    let ours = (self.user + self.system) / 1e6 + (readReapedChildrenCpuSeconds() - this.kids0);
+    for (const p of this.pids) ours += readCpuSeconds(p) - this.pidCpu0.get(p)!;
+    return Math.max(0, (readMachineBusySeconds() - this.busy0 - ours) / wall);
+  }
+}
+
 export function pidAlive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
