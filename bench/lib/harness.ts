@@ -74,7 +74,8 @@ export function serverPrefix(name: ServerName): string[] {
   if (name === 'ours') {
     const env = process.env.OURS_CMD;
     if (env?.trim()) return splitCommand(env);
-    return [nodeBinary(), 'src/cli/main.ts', 'memcached'];
+    // As the `sharenothing` bin runs it (its shebang sets the small young generation, see src/cli/main.ts).
+    return [nodeBinary(), '--max-semi-space-size=1', 'src/cli/main.ts', 'memcached'];
   }
   const env = process.env.MEMCACHED_CMD;
   if (env?.trim()) return splitCommand(env);

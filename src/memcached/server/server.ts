@@ -93,6 +93,8 @@ export class MemcachedServer {
         this.#group = await ThreadGroup.start({
           entry: new URL('./worker.ts', import.meta.url),
           count: s.threads - 1,
+          // Serving threads allocate little on the JS heap (see src/cli/main.ts): a small young generation saves RSS.
+          workerOptions: { resourceLimits: { maxYoungGenerationSizeMb: 3 } },
           logger: this.#logger,
           workerDataFor: ({ index }) => ({ ...init, index: index + 1, port: address.port }) satisfies ServingThreadInit,
           onMessage: (message) => {

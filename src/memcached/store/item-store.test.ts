@@ -217,6 +217,18 @@ describe('ItemStore', () => {
     assert.equal(s.delete(k('d'), 0, 1), StoreResult.NOT_FOUND);
   });
 
+  it('doubles the index as items grow and keeps every item reachable', () => {
+    const s = makeStore({ maxBytes: 256 * MB });
+    assert.equal(s.globalStats().hashPowerLevel, 16);
+    for (let i = 0; i < 200_000; i++) set(s, `grow:${i}`, 'v');
+    const g = s.globalStats();
+    assert.equal(g.hashPowerLevel, 18, '200k items > 1.5 × 2^17 buckets');
+    assert.equal(g.hashBytes, 4 * 2 ** 18);
+    for (let i = 0; i < 200_000; i += 997) assert.ok(get(s, `grow:${i}`), `grow:${i}`);
+    assert.equal(s.delete(k('grow:5'), 0, 6), StoreResult.STORED);
+    assert.equal(get(s, 'grow:5'), undefined);
+  });
+
   it('gives cas 0 with -C', () => {
     const s = makeStore({ useCas: false });
     set(s, 'c', 'v');

@@ -134,6 +134,9 @@ const G_PROCESS_STARTED = 11;
 const G_PAGE_LIMIT = 12;
 const G_CRAWLER_RECLAIMED = 13;
 const G_EVICTED_ACTIVE = 14;
+const G_HASH_POWER = 15;
+/** memcached's default `hashpower`: the index starts with 2^16 buckets. */
+const HASH_POWER_INIT = 16;
 const GLOBALS = 32;
 /** Per-class fields. */
 const C = {
@@ -238,17 +241,19 @@ export function hashKey(src: Uint8Array, off: number, len: number): number {
 export function createStoreShared(config: StoreConfig): StoreShared {
   const pages = Math.max(1, Math.floor(config.maxBytes / config.pageSize));
   const classes = computeSlabClassSizes(config).length;
-  // One bucket per 256 bytes of cache (at least 2^16): short chains for 100-byte items, a few MB per GB.
-  let power = 16;
-  while (2 ** power < config.maxBytes / 256 && power < 30) power++;
+  // The index starts at 2^16 buckets and doubles as items grow (see #maybeExpand); its buffer is reserved for the
+  // largest table `-m` can need (one bucket per 64 bytes of cache), but only the part in use is ever touched.
+  let maxPower = HASH_POWER_INIT;
+  while (2 ** maxPower < config.maxBytes / 64 && maxPower < 30) maxPower++;
   const control = new SharedArrayBuffer((GLOBALS + (classes + 2) * CLASS_FIELDS) * 8);
   const ctl = new Float64Array(control);
   ctl[G_PAGE_LIMIT] = pages;
+  ctl[G_HASH_POWER] = HASH_POWER_INIT;
   ctl[G_PROCESS_STARTED] = Math.floor(Date.now() / 1000) - ITEM_UPDATE_INTERVAL - 2;
   return {
     config,
     arena: new SharedArrayBuffer((pages + classes) * config.pageSize),
-    buckets: new SharedArrayBuffer(4 * 2 ** power),
+    buckets: new SharedArrayBuffer(4 * 2 ** maxPower),
     control,
     lock: new SharedArrayBuffer(4),
   };
@@ -272,7 +277,6 @@ export class ItemStore {
   readonly #f64: Float64Array;
   readonly #arena: Buffer;
   readonly #buckets: Uint32Array;
-  readonly #mask: number;
   readonly #ctl: Float64Array;
   readonly #lockWord: Int32Array;
   readonly #threaded: boolean;
@@ -299,7 +303,6 @@ export class ItemStore {
     this.#f64 = new Float64Array(shared.arena);
     this.#arena = Buffer.from(shared.arena);
     this.#buckets = new Uint32Array(shared.buckets);
-    this.#mask = this.#buckets.length - 1;
     this.#ctl = new Float64Array(shared.control);
     this.#lockWord = new Int32Array(shared.lock);
     this.#threaded = shared.config.threads > 1;
@@ -540,7 +543,7 @@ export class ItemStore {
   /** Finds the item of a key without judging expiry. */
   #lookup(key: Uint8Array, off: number, len: number, hv: number): number {
     const u8 = this.#u8;
-    let ref = this.#buckets[hv & this.#mask]!;
+    let ref = this.#buckets[hv & this.#mask()]!;
     while (ref !== 0) {
       const b = (ref - 1) << 3;
       if (u8[b + B_NKEY] === len) {
@@ -832,7 +835,7 @@ export class ItemStore {
     const hv = hashKey(this.#u8, b + HEADER, nkey);
     const old = this.#lookup(this.#u8, b + HEADER, nkey, hv);
     if (old !== 0) this.unlink(old);
-    const bucket = hv & this.#mask;
+    const bucket = hv & this.#mask();
     this.#u32[((ref - 1) << 1) + F_HNEXT] = this.#buckets[bucket]!;
     this.#buckets[bucket] = ref;
     this.#u32[((ref - 1) << 1) + F_TIME] = this.now;
@@ -847,13 +850,53 @@ export class ItemStore {
     this.#ctl[G_TOTAL_ITEMS]!++;
     this.#ctl[G_BYTES]! += this.itemTotal(ref);
     this.lastCas = cas;
+    this.#maybeExpand();
+  }
+
+  /** Current bucket mask (the table grows, so every thread reads the power from the shared control block). */
+  #mask(): number {
+    return 2 ** this.#ctl[G_HASH_POWER]! - 1;
+  }
+
+  /**
+   * Doubles the index when items outnumber buckets by 1.5 (memcached's rule). Bucket `i` splits into `i` and
+   * `i + 2^power` by one more bit of each item's hash, in place, under the store lock: one pass over the items,
+   * ~10 ms per million, happening log2(items) times in the life of the cache.
+   */
+  #maybeExpand(): void {
+    const power = this.#ctl[G_HASH_POWER]!;
+    const size = 2 ** power;
+    if (this.#ctl[G_CURR_ITEMS]! <= size * 1.5 || 4 * size * 2 > this.#buckets.byteLength) return;
+    const buckets = this.#buckets;
+    const u32 = this.#u32;
+    const u8 = this.#u8;
+    for (let i = 0; i < size; i++) {
+      let ref = buckets[i]!;
+      let low = 0;
+      let high = 0;
+      while (ref !== 0) {
+        const next = u32[((ref - 1) << 1) + F_HNEXT]!;
+        const b = (ref - 1) << 3;
+        if (hashKey(u8, b + HEADER, u8[b + B_NKEY]!) & size) {
+          u32[((ref - 1) << 1) + F_HNEXT] = high;
+          high = ref;
+        } else {
+          u32[((ref - 1) << 1) + F_HNEXT] = low;
+          low = ref;
+        }
+        ref = next;
+      }
+      buckets[i] = low;
+      buckets[i + size] = high;
+    }
+    this.#ctl[G_HASH_POWER] = power + 1;
   }
 
   /** Removes a linked item from the index and its LRU and frees its memory. */
   unlink(ref: number): void {
     const b = (ref - 1) << 3;
     const nkey = this.#u8[b + B_NKEY]!;
-    const bucket = hashKey(this.#u8, b + HEADER, nkey) & this.#mask;
+    const bucket = hashKey(this.#u8, b + HEADER, nkey) & this.#mask();
     let cur = this.#buckets[bucket]!;
     let prev = 0;
     while (cur !== 0 && cur !== ref) {
@@ -1134,8 +1177,8 @@ export class ItemStore {
       crawlerReclaimed: ctl[G_CRAWLER_RECLAIMED]!,
       pagesUsed: ctl[G_PAGES_USED]!,
       pageLimit: ctl[G_PAGE_LIMIT]!,
-      hashPowerLevel: Math.log2(this.#buckets.length),
-      hashBytes: this.#buckets.byteLength,
+      hashPowerLevel: ctl[G_HASH_POWER]!,
+      hashBytes: 4 * 2 ** ctl[G_HASH_POWER]!,
     };
   }
 
