@@ -27,7 +27,6 @@ function assertTtl(actual: string, expected: string): void {
   assert.equal(normalised, expected);
 }
 
-
 /** A raw text-protocol connection that reads replies up to a terminator. */
 class RawClient {
   readonly #socket: Socket;

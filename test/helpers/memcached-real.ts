@@ -6,6 +6,7 @@
  */
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import dc from 'node:diagnostics_channel';
 import { accessSync, constants } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { basename } from 'node:path';
@@ -35,6 +36,16 @@ function missing(t: SkippableContext, name: string): false {
   return false;
 }
 
+/** True when the executable (or file) at `path` exists. */
+export function toolAvailable(path: string): boolean {
+  try {
+    accessSync(path, path.startsWith('/usr/bin/') ? constants.X_OK : constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Returns true when the executable (or file) at `path` exists. Otherwise skips the test with a visible
  * `<name> not installed` message, or throws when `CI=true` (a missing package in CI is a failure).
@@ -46,16 +57,12 @@ function missing(t: SkippableContext, name: string): false {
  * });
  */
 export function requireTool(t: SkippableContext, path: string, name = basename(path)): boolean {
-  try {
-    accessSync(path, path.startsWith('/usr/bin/') ? constants.X_OK : constants.R_OK);
-    return true;
-  } catch {
-    return missing(t, name);
-  }
+  return toolAvailable(path) || missing(t, name);
 }
 
 /** Like {@link requireTool}, for a Debian package with no executable of its own (`python3-pymemcache`, …). */
 export function requirePackage(t: SkippableContext, pkg: string): boolean {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax.
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });
   if (r.status === 0 && r.stdout.includes('install ok installed')) return true;
   return missing(t, pkg);
@@ -92,6 +99,7 @@ function canConnect(port: number): Promise<boolean> {
  * daemon exits early (port taken), and resolves once it accepts connections.
  */
 export async function startRealMemcached(flags: readonly string[] = []): Promise<RealMemcached> {
+  if (!toolAvailable(MEMCACHED_BIN)) throw new Error(`${MEMCACHED_BIN} not installed`);
   let lastError = '';
   for (let attempt = 0; attempt < 10; attempt++) {
     const port = 20000 + Math.floor(Math.random() * 12000);
@@ -149,8 +157,22 @@ export async function startRealMemcached(flags: readonly string[] = []): Promise
 export interface OurMemcached {
   readonly server: MemcachedServer;
   readonly port: number;
+  /**
+   * Closes the server (1 s drain deadline). Rejects if `MemcachedServer.close()` has not resolved 3 s later, after
+   * destroying the server-side sockets still open, so a hanging close fails its test instead of hanging the run.
+   */
   close(): Promise<void>;
 }
+
+/** Server-side sockets of our in-process servers, by local port (seen through `net.server.socket`). */
+const serverSockets = new Map<number, Map<Socket, string>>();
+dc.subscribe('net.server.socket', (message) => {
+  const socket = (message as { socket: Socket }).socket;
+  const open = serverSockets.get(socket.localPort ?? -1);
+  if (!open) return;
+  open.set(socket, `client port ${socket.remotePort}`);
+  socket.once('close', () => open.delete(socket));
+});
 
 /**
  * Starts our server on 127.0.0.1, port 0, one thread. `options` is either memcached's command line (parsed exactly
@@ -160,7 +182,28 @@ export async function startOurServer(options: readonly string[] | MemcachedServe
   const base = Array.isArray(options) ? parseMemcachedArgs(options) : (options as MemcachedServerOptions);
   const server = new MemcachedServer({ threads: 1, ...base, port: 0, listen: ['127.0.0.1'] });
   const { port } = await server.listen();
-  return { server, port, close: () => server.close(1000) };
+  const sockets = new Map<Socket, string>();
+  serverSockets.set(port, sockets);
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    const closed = server.close(1000);
+    const hung = await Promise.race([closed.then(() => false), sleep(3000).then(() => true)]);
+    serverSockets.delete(port);
+    if (!hung) return;
+    const open = [...sockets].map(([s, label]) => `${label} (readable ${s.readable}, writable ${s.writable})`);
+    for (const socket of sockets.keys()) socket.destroy();
+    throw new Error(
+      `MemcachedServer.close() did not resolve within 3 s; server-side sockets still open: ${open.join(', ')}`,
+    );
+  };
+  return {
+    server,
+    port,
+    close: () => {
+      closing ??= close();
+      return closing;
+    },
+  };
 }
 
 /** Options of {@link exchange}. */
@@ -169,8 +212,16 @@ export interface ExchangeOptions {
   quietMs?: number;
   /** Write this many bytes per `socket.write`, letting the server see each piece separately (default: one write). */
   chunkSize?: number;
-  /** Give up after this long in total (default 10 s). */
+  /** Stop waiting after this long in total and resolve with what came (default 10 s; see `timedOut`). */
   timeoutMs?: number;
+  /** Finish as soon as the reply so far satisfies this (instead of waiting for quiet). */
+  until?: (reply: Buffer) => boolean;
+  /**
+   * Start looking for the quiet period only once the reply satisfies this (e.g. it is as long as the reply expected).
+   * An in-process server shares the event loop with the client: on a loaded machine it may not even have accepted
+   * the connection when a wall-clock quiet period ends, so differential tests wait for the expected amount first.
+   */
+  complete?: (reply: Buffer) => boolean;
 }
 
 /** What came back from a raw exchange. */
@@ -179,6 +230,8 @@ export interface ExchangeResult {
   reply: Buffer;
   /** True when the server closed (or reset) the connection. */
   closed: boolean;
+  /** True when `timeoutMs` passed before the reply was complete. */
+  timedOut: boolean;
 }
 
 function waitWritten(socket: Socket, data: Buffer): Promise<void> {
@@ -187,38 +240,69 @@ function waitWritten(socket: Socket, data: Buffer): Promise<void> {
   });
 }
 
+/** Request bytes: a string (latin1), a buffer, or explicit pieces, each written separately. */
+export type RequestBytes = string | Buffer | readonly Buffer[];
+
+function piecesOf(bytes: RequestBytes, chunkSize: number | undefined): Buffer[] {
+  if (Array.isArray(bytes)) return [...(bytes as readonly Buffer[])];
+  const data = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : (bytes as Buffer);
+  if (chunkSize === undefined || chunkSize >= data.length) return [data];
+  const out: Buffer[] = [];
+  for (let at = 0; at < data.length; at += chunkSize) out.push(data.subarray(at, at + chunkSize));
+  return out;
+}
+
 /**
- * Opens a connection, sends `bytes` (in pieces of `chunkSize`, each written only after the previous one left and
- * the event loop turned, so an in-process server reads them separately), then collects the reply until the server
- * has been quiet for `quietMs` or closes the connection.
+ * Opens a connection, sends `bytes` (as one write, in pieces of `chunkSize`, or as the given pieces; each piece is
+ * written only after the previous one left and the event loop turned, so an in-process server reads them
+ * separately), then collects the reply until the server has been quiet for `quietMs` or closes the connection.
  */
-export function exchange(port: number, bytes: Buffer | string, options: ExchangeOptions = {}): Promise<ExchangeResult> {
-  const data = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes;
+export function exchange(port: number, bytes: RequestBytes, options: ExchangeOptions = {}): Promise<ExchangeResult> {
+  const pieces = piecesOf(bytes, options.chunkSize);
   const quietMs = options.quietMs ?? 150;
-  const chunkSize = options.chunkSize ?? data.length;
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port });
     socket.setNoDelay(true);
     const parts: Buffer[] = [];
+    let received = 0;
     let closed = false;
     let writing = true;
+    let done = false;
+    let timedOut = false;
     let quiet: NodeJS.Timeout | undefined;
+    let reply: Buffer = Buffer.alloc(0);
+    let complete = options.complete === undefined;
     const finish = () => {
+      if (done) return;
+      done = true;
       clearTimeout(quiet);
       clearTimeout(overall);
       socket.destroy();
-      resolve({ reply: Buffer.concat(parts), closed });
+      resolve({ reply: Buffer.concat(parts), closed, timedOut });
+    };
+    // The timer may fire while an in-process server still has our bytes queued (a busy event loop runs timers
+    // before I/O; accepting, reading, answering and our read take a loop turn each): let the loop turn a few
+    // times, and only call it quiet if nothing more arrived meanwhile.
+    const onQuiet = async () => {
+      const seen = received;
+      for (let i = 0; i < 10; i++) await new Promise<void>((r) => setImmediate(r));
+      if (received === seen) finish();
+      else arm();
     };
     const arm = () => {
       clearTimeout(quiet);
-      if (!writing) quiet = setTimeout(finish, quietMs);
+      if (!writing && !done && complete) quiet = setTimeout(onQuiet, quietMs);
     };
     const overall = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no quiet period within ${options.timeoutMs ?? 10000} ms`));
+      timedOut = true;
+      finish();
     }, options.timeoutMs ?? 10000);
     socket.on('data', (d: Buffer) => {
       parts.push(d);
+      received += d.length;
+      if (options.until !== undefined || options.complete !== undefined) reply = Buffer.concat(parts);
+      if (options.until?.(reply)) return finish();
+      if (!complete && options.complete?.(reply)) complete = true;
       arm();
     });
     socket.on('end', () => {
@@ -229,15 +313,18 @@ export function exchange(port: number, bytes: Buffer | string, options: Exchange
       if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
         closed = true;
         finish();
-      } else {
+      } else if (!done) {
+        done = true;
         clearTimeout(overall);
+        clearTimeout(quiet);
         reject(err);
       }
     });
     socket.once('connect', async () => {
-      for (let at = 0; at < data.length && !socket.destroyed && !closed; at += chunkSize) {
-        await waitWritten(socket, data.subarray(at, at + chunkSize));
-        if (chunkSize < data.length) await new Promise<void>((r) => setImmediate(r));
+      for (const piece of pieces) {
+        if (socket.destroyed || closed) break;
+        await waitWritten(socket, piece);
+        if (pieces.length > 1) await new Promise<void>((r) => setImmediate(r));
       }
       writing = false;
       arm();
@@ -246,6 +333,6 @@ export function exchange(port: number, bytes: Buffer | string, options: Exchange
 }
 
 /** Sends `bytes` on a fresh connection and resolves with everything the server answered (see {@link exchange}). */
-export async function transcript(port: number, bytes: Buffer | string, options: ExchangeOptions = {}): Promise<Buffer> {
+export async function transcript(port: number, bytes: RequestBytes, options: ExchangeOptions = {}): Promise<Buffer> {
   return (await exchange(port, bytes, options)).reply;
 }

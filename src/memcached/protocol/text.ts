@@ -292,7 +292,8 @@ function processGat(conn: Connection, buf: Buffer, t: Tokens, lineEnd: number, w
     return;
   }
   if (t.count < 4) {
-    outString(conn, 'ERROR');
+    // `gat <exptime>` with no key: memcached runs a get over zero keys.
+    conn.reply.ascii('END\r\n');
     return;
   }
   processGet(conn, buf, t.start[2]!, lineEnd, withCas, true, conn.store.realtime(exptime));

@@ -42,6 +42,8 @@ export type WireProtocol = 'unknown' | 'ascii' | 'binary';
 
 /** A swallowed value (after `SERVER_ERROR object too large for cache`) or a pending storage frame. */
 const NO_FRAME = -1;
+/** Replies buffered past this are written before the next command, and processing stops while the socket is full. */
+const OUTPUT_HIGH_WATER = 256 * 1024;
 
 /**
  * State and I/O of one client connection. The protocol modules read and write its public fields.
@@ -66,12 +68,15 @@ export class Connection {
   state = 'conn_new_cmd';
   readonly openedAt = Date.now();
   lastCommandAt = Date.now();
-  /** Set when the meta `mn`/binary Noop asks replies to be pushed now (they are flushed per chunk anyway). */
+  /** Input not yet consumed: an incomplete command, or (when {@link #parked}) commands not yet looked at. */
   #pending: Buffer | null = null;
+  /** `#pending` holds whole commands whose processing was suspended (-R yield, or output backpressure). */
+  #parked = false;
+  /** A value frame of known size being collected. */
   #frame: Buffer | null = null;
   #frameFill = NO_FRAME;
-  #paused = false;
-  #yielded = false;
+  /** The last `socket.write` returned false: produce nothing more until `'drain'`. */
+  #writeBlocked = false;
   #destroyed = false;
 
   constructor(socket: Socket, host: ConnectionHost, stats: Float64Array) {
@@ -123,20 +128,35 @@ export class Connection {
     } else if (this.#pending !== null) {
       buf = Buffer.concat([this.#pending, chunk]);
       this.#pending = null;
+      this.#parked = false;
     }
     this.#process(buf);
     this.flush();
+    this.#updateReading();
   }
 
+  /**
+   * Consumes commands from `buf`. Stops early, parking the rest, after `-R` commands (memcached's `conn_yields`)
+   * or when the replies produced so far could not all be written (backpressure: nothing more is produced for a
+   * client that does not read, so its output stays bounded by {@link OUTPUT_HIGH_WATER} plus one command's reply).
+   */
   #process(buf: Buffer): void {
     let pos = 0;
     const end = buf.length;
-    // memcached's -R: after this many commands from one read, let other connections run first.
     let budget = this.host.settings.reqsPerEvent;
     while (pos < end && !this.#destroyed && !this.closing) {
       if (budget-- <= 0) {
-        this.#yield(buf.subarray(pos, end));
+        this.stats[TS.conn_yields]!++;
+        this.#park(buf, pos);
+        setImmediate(() => this.#continue());
         return;
+      }
+      if (this.reply.length >= OUTPUT_HIGH_WATER) {
+        this.flush();
+        if (this.#writeBlocked) {
+          this.#park(buf, pos);
+          return;
+        }
       }
       if (this.swallow > 0) {
         const n = Math.min(this.swallow, end - pos);
@@ -164,24 +184,30 @@ export class Connection {
     }
   }
 
-  /** Parks unprocessed input and resumes on the next turn of the event loop (`conn_yields`). */
-  #yield(rest: Buffer): void {
-    this.stats[TS.conn_yields]!++;
-    this.#pending = Buffer.from(rest);
-    this.#yielded = true;
-    this.socket.pause();
-    setImmediate(() => {
-      this.#yielded = false;
-      if (this.#destroyed) return;
-      if (!this.#paused) this.socket.resume();
-      const pending = this.#pending;
+  #park(buf: Buffer, pos: number): void {
+    this.#pending = Buffer.from(buf.subarray(pos));
+    this.#parked = true;
+  }
+
+  /** Resumes parked input once the event loop turned (-R) or the socket drained. */
+  #continue(): void {
+    if (this.#destroyed || this.#writeBlocked) return;
+    if (this.#parked) {
+      const parked = this.#pending!;
       this.#pending = null;
-      if (pending !== null) {
-        this.store.tick();
-        this.#process(pending);
-        this.flush();
-      }
-    });
+      this.#parked = false;
+      this.store.tick();
+      this.#process(parked);
+      this.flush();
+    }
+    this.#updateReading();
+  }
+
+  /** Reads from the socket only while there is nothing parked and the client keeps up with its replies. */
+  #updateReading(): void {
+    if (this.#destroyed) return;
+    if (this.#writeBlocked || this.#parked) this.socket.pause();
+    else this.socket.resume();
   }
 
   /** Writes the replies collected so far in one `socket.write`. */
@@ -192,10 +218,7 @@ export class Connection {
       const ok = this.socket.write(out);
       // The write completed synchronously when nothing is queued: the buffer may be reused.
       if (this.socket.writableLength !== 0) this.reply.detach();
-      if (!ok && !this.#paused) {
-        this.#paused = true;
-        this.socket.pause();
-      }
+      if (!ok) this.#writeBlocked = true;
     }
     if (this.closing && !this.#destroyed) {
       this.#destroyed = true;
@@ -204,9 +227,7 @@ export class Connection {
   }
 
   #onDrain(): void {
-    if (this.#paused) {
-      this.#paused = false;
-      if (!this.#yielded) this.socket.resume();
-    }
+    this.#writeBlocked = false;
+    this.#continue();
   }
 }

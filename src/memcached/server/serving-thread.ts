@@ -94,7 +94,8 @@ export class ServingThread implements ConnectionHost {
       Atomics.sub(counters, CONN.CURR, 1);
       Atomics.add(counters, CONN.REJECTED, 1);
       socket.on('error', () => {});
-      socket.end('ERROR Too many open connections\r\n');
+      socket.end('ERROR Too many open connections\r\n', () => socket.destroy());
+      socket.setTimeout(1000, () => socket.destroy());
       return;
     }
     Atomics.add(counters, CONN.TOTAL, 1);
