@@ -217,7 +217,6 @@ function applyExtended(s: MemcachedSettings, list: string): void {
 export function parseMemcachedArgs(argv: readonly string[]): MemcachedSettings {
   const s = defaultSettings();
   const args = [...argv];
-  const largePagesWarning = false;
   for (let i = 0; i < args.length; i++) {
     let arg = args[i]!;
     let inline: string | undefined;
