@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { BinaryReplyParser } from '../src/memcached/client/binary-codec.ts';
+import { MemcacheClient, parseServer } from '../src/memcached/client/client.ts';
 import { composite, textCommands } from '../src/memcached/client/commands.ts';
 import { MEMCACHE_ERROR_CODES, MemcacheError } from '../src/memcached/client/errors.ts';
 import { LocalCache } from '../src/memcached/client/local-cache.ts';
@@ -387,5 +388,41 @@ describe('error codes', () => {
     assert.equal(err.server, 'h:1');
     assert.ok(new MemcacheError('MEMCACHED_ERR_SERVER_DEAD').failoverSafe);
     assert.ok(!new MemcacheError('MEMCACHED_ERR_TIMEOUT').failoverSafe);
+  });
+});
+
+describe('client options', () => {
+  it('parses server specs as the other clients write them', () => {
+    assert.deepEqual(parseServer('cache-a'), { host: 'cache-a', port: 11211, weight: 1 });
+    assert.deepEqual(parseServer('10.0.0.1:11212'), { host: '10.0.0.1', port: 11212, weight: 1 });
+    assert.deepEqual(parseServer('10.0.0.1:11212:3'), { host: '10.0.0.1', port: 11212, weight: 3 });
+    assert.deepEqual(parseServer('[::1]:11213'), { host: '::1', port: 11213, weight: 1 });
+    assert.deepEqual(parseServer({ host: 'h', weight: 2 }), { host: 'h', port: 11211, weight: 2 });
+    for (const bad of ['', 'h:0', 'h:99999', 'a b:1', { host: '' }]) {
+      assert.throws(
+        () => parseServer(bad),
+        (err: unknown) => (err as MemcacheError).code === 'MEMCACHED_ERR_INVALID_OPTION',
+      );
+    }
+  });
+
+  it('refuses invalid options up front', () => {
+    const invalidOption = (err: unknown) => (err as MemcacheError).code === 'MEMCACHED_ERR_INVALID_OPTION';
+    assert.throws(() => new MemcacheClient({ servers: 'h' as unknown as string[] }), invalidOption);
+    assert.throws(() => new MemcacheClient({ servers: ['h'], timeout: -1 }), invalidOption);
+    assert.throws(() => new MemcacheClient({ servers: ['h'], serializer: 'xml' as 'json' }), invalidOption);
+    assert.throws(() => new MemcacheClient({ servers: ['h'], compression: { level: 11 } }), invalidOption);
+    assert.throws(() => new MemcacheClient({ servers: ['h'], protocol: 'udp' as 'text' }), invalidOption);
+    assert.throws(() => new MemcacheClient({ servers: ['h'], distribution: 'random' as 'ketama' }), invalidOption);
+    assert.throws(
+      () => new MemcacheClient({ servers: ['h'], prefix: 'has space' }),
+      (err: unknown) => {
+        return (err as MemcacheError).code === 'MEMCACHED_ERR_BAD_KEY';
+      },
+    );
+    const c = new MemcacheClient({ servers: ['a:1', 'b:2:2'], distribution: 'crc32' });
+    assert.deepEqual(c.servers, ['a:1', 'b:2']);
+    assert.ok(c.servers.includes(c.serverFor('some-key')!));
+    c.destroy();
   });
 });

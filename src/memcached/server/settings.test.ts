@@ -68,6 +68,12 @@ describe('memcached flags', () => {
     assert.throws(() => parseMemcachedArgs(['-p']), SettingsError);
   });
 
+  it('makes -S binary-only, as memcached does', () => {
+    assert.equal(parseMemcachedArgs(['-S']).bindingProtocol, 'binary');
+    assert.throws(() => parseMemcachedArgs(['-S', '-B', 'auto']), /ASCII protocol while using SASL/);
+    assert.throws(() => parseMemcachedArgs(['-B', 'ascii', '-S']), /ASCII protocol while using SASL/);
+  });
+
   it('enforces memcached start-up checks on sizes', () => {
     assert.throws(() => parseMemcachedArgs(['-I', '512']), /less than 1024/);
     assert.throws(() => parseMemcachedArgs(['-m', '1', '-I', '1m']), /1\/2 of memory/);

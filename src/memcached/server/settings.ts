@@ -217,6 +217,7 @@ function applyExtended(s: MemcachedSettings, list: string): void {
 export function parseMemcachedArgs(argv: readonly string[]): MemcachedSettings {
   const s = defaultSettings();
   const args = [...argv];
+  let protocolSpecified = false;
   for (let i = 0; i < args.length; i++) {
     let arg = args[i]!;
     let inline: string | undefined;
@@ -310,6 +311,7 @@ export function parseMemcachedArgs(argv: readonly string[]): MemcachedSettings {
           );
         }
         s.bindingProtocol = v;
+        protocolSpecified = true;
         break;
       }
       case '-S':
@@ -337,12 +339,20 @@ export function parseMemcachedArgs(argv: readonly string[]): MemcachedSettings {
         throw new SettingsError(`unknown option ${arg}`);
     }
   }
+  if (s.sasl && protocolSpecified && s.bindingProtocol !== 'binary') {
+    throw new SettingsError('You cannot allow the ASCII protocol while using SASL.');
+  }
   validateSettings(s);
   return s;
 }
 
-/** memcached's start-up checks on the size flags. */
+/** memcached's start-up checks on the size flags, and SASL implying the binary protocol. */
 export function validateSettings(s: MemcachedSettings): void {
+  // memcached: SASL is binary-only, so -S makes the whole server binary; an explicit ASCII protocol is an error.
+  if (s.sasl && s.bindingProtocol === 'auto') s.bindingProtocol = 'binary';
+  if (s.sasl && s.bindingProtocol === 'ascii') {
+    throw new SettingsError('You cannot allow the ASCII protocol while using SASL.');
+  }
   if (s.itemSizeMax < 1024) throw new SettingsError('Item max size cannot be less than 1024 bytes.');
   if (s.itemSizeMax > s.maxBytes / 2) {
     throw new SettingsError('Cannot set item size limit higher than 1/2 of memory max.');
