@@ -2,10 +2,10 @@
  * The client's binary protocol: what a connection speaks when SASL is on (memcached accepts only binary commands
  * from a SASL-authenticated connection) or when `protocol: 'binary'` is asked for.
  *
- * Frames are encoded and decoded by the server's pure codec (`../protocol/binary.ts`: `encodeRequest`,
- * `decodeResponse`); this module adds the resumable framing over socket chunks, the request collectors and SASL
- * PLAIN. The client loads it with `import()` only when a binary connection is configured, so text-protocol users
- * never load it (nor the store code the server codec's module pulls in).
+ * Frames are encoded and decoded by the pure codec shared with the server (`../protocol/binary-codec.ts`:
+ * `encodeRequest`, `decodeResponse`; no server code); this module adds the resumable framing over socket chunks,
+ * the request collectors and SASL PLAIN. The client loads it with `import()` only when a binary connection is
+ * configured, so text-protocol users never load it.
  *
  * Each command maps onto its binary opcode; multi-gets are `GETKQ`/`GATKQ` per key then one `NOOP` (misses are
  * silent, the `NOOP` reply ends the batch), buffered writes are `SETQ`/`DELETEQ` then `NOOP`. There are no meta
@@ -23,7 +23,7 @@ import {
   RESPONSE_MAGIC,
   type Response,
   Status,
-} from '../protocol/binary.ts';
+} from '../protocol/binary-codec.ts';
 import {
   type CommandCodec,
   type QuietWrite,

@@ -362,7 +362,7 @@ export class MemcacheClient {
       this.#createNodes(textCommands);
     } else if (protocol === 'binary') {
       const sasl = options.sasl;
-      // Loaded only when asked for: text users never load the binary codec (nor the server code it shares).
+      // Loaded only when asked for: text users never load the binary codec.
       this.#loading = import('./binary-codec.ts').then((m) => this.#createNodes(m.createBinaryCommands(sasl)));
       this.#loading.catch(() => {});
     } else {

@@ -2,7 +2,7 @@
  * Errors raised by the memcached client, each with a permanent `code`.
  *
  * {@link MEMCACHE_ERROR_CODES} is the one place a code is defined: the message, what it means and how to fix it.
- * `docs/client-errors.md` is the same table in prose, and a test keeps the two in step.
+ * `docs/errors.md` is the same table in prose, and a test keeps the two in step.
  *
  * @module
  */
