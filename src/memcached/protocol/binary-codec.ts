@@ -239,4 +239,3 @@ export function decodeResponse(buf: Buffer, pos = 0): Response | undefined {
     value: buf.subarray(v, e + bodyLength),
   };
 }
-

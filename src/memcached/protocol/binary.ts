@@ -38,13 +38,12 @@ import {
   MAX_SASL_MECH_LEN,
   NO_CREATE,
   Opcode,
+  parseRequestHeader,
   putU32,
   REQUEST_MAGIC,
-  parseRequestHeader,
   type RequestHeader,
-  RESPONSE_MAGIC,
-  Status,
   STATUS_TEXT,
+  Status,
   u32,
   writeResponseHeader,
 } from './binary-codec.ts';
@@ -347,14 +346,7 @@ function update(conn: Connection, buf: Buffer, pos: number, keyOff: number, quie
   if (!store.fits(nkey, vlen)) {
     writeError(conn, Status.E2BIG, undefined, vlen);
     if (base === Opcode.SET) {
-      // memcached: "avoid stale data persisting in cache because we failed alloc".
-      store.lock();
-      try {
-        const old = store.find(buf, keyOff, nkey, false);
-        if (old !== 0) store.unlink(old);
-      } finally {
-        store.unlock();
-      }
+      store.discardStale(buf, keyOff, nkey);
     }
     return;
   }

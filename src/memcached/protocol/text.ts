@@ -346,14 +346,7 @@ function processUpdate(
     outString(conn, 'SERVER_ERROR object too large for cache');
     conn.swallow = vlen + 2;
     if (op === StoreOp.SET) {
-      // memcached: "avoid stale data persisting in cache because we failed alloc".
-      store.lock();
-      try {
-        const old = store.find(buf, kStart, nkey, false);
-        if (old !== 0) store.unlink(old);
-      } finally {
-        store.unlock();
-      }
+      store.discardStale(buf, kStart, nkey);
     }
     return lineLen;
   }

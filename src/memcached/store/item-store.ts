@@ -1063,6 +1063,20 @@ export class ItemStore {
     return this.store(StoreOp.ADD, key, kOff, nkey, 0, exptime, tmp, 0, tmp.length);
   }
 
+  /**
+   * Drops whatever a key holds, taking the lock itself: memcached does this when a `set` is refused as too large,
+   * to "avoid stale data persisting in cache because we failed alloc".
+   */
+  discardStale(key: Uint8Array, kOff: number, nkey: number): void {
+    this.lock();
+    try {
+      const old = this.find(key, kOff, nkey, false);
+      if (old !== 0) this.unlink(old);
+    } finally {
+      this.unlock();
+    }
+  }
+
   /** Deletes a key; with `cas`, only when it matches. */
   delete(key: Uint8Array, kOff: number, nkey: number, cas = 0): StoreResult {
     const ref = this.find(key, kOff, nkey, false);
