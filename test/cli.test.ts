@@ -137,4 +137,26 @@ describe('sharenothing CLI', () => {
     r.child.kill('SIGTERM');
     assert.equal(await r.exited, 0);
   });
+
+  it('memcached -vv traces connections and commands on stderr; -v alone does not', async () => {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const r = run(['memcached', '-p', String(port), '-l', '127.0.0.1', '-t', '1', '-m', '8', '-vv']);
+    let reply = '';
+    for (let i = 0; i < 50 && !reply; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      reply = await ask(port, 'version\r\n').catch(() => '');
+    }
+    assert.equal(reply, 'VERSION 1.6.18\r\n');
+    assert.equal(await ask(port, 'stats settings\r\nquit\r\n').then((x) => /STAT verbosity 2\r\n/.test(x)), true);
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0);
+    const lines = r
+      .err()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg: string; line?: string });
+    assert.ok(lines.some((l) => l.msg === 'new client connection'));
+    assert.ok(lines.some((l) => l.msg === 'command' && l.line === 'version'));
+    assert.ok(lines.some((l) => l.msg === 'connection closed'));
+  });
 });

@@ -9,6 +9,7 @@
  */
 
 import type { Socket } from 'node:net';
+import type { Logger } from '../../net/logger.ts';
 import { consumeBinary } from '../protocol/binary.ts';
 import { ReplyBuffer } from '../protocol/reply-buffer.ts';
 import { consumeText } from '../protocol/text.ts';
@@ -35,6 +36,8 @@ export interface ConnectionHost {
   readonly connections: Set<Connection>;
   /** Version string reported by `version`. */
   readonly version: string;
+  /** Where `-vv` traces go (gated by {@link verbosity}). */
+  readonly log: Logger;
 }
 
 /** Protocol the connection speaks (decided by the first byte under `-B auto`). */
@@ -67,6 +70,8 @@ export class Connection {
   /** Connection state for `stats conns`. */
   state = 'conn_new_cmd';
   readonly openedAt = Date.now();
+  /** Number of this connection in its thread (for traces). */
+  readonly id: number;
   lastCommandAt = Date.now();
   /** Input not yet consumed: an incomplete command, or (when {@link #parked}) commands not yet looked at. */
   #pending: Buffer | null = null;
@@ -79,8 +84,9 @@ export class Connection {
   #writeBlocked = false;
   #destroyed = false;
 
-  constructor(socket: Socket, host: ConnectionHost, stats: Float64Array) {
+  constructor(socket: Socket, host: ConnectionHost, stats: Float64Array, id = 0) {
     this.socket = socket;
+    this.id = id;
     this.host = host;
     this.store = host.store;
     this.stats = stats;
@@ -165,6 +171,7 @@ export class Connection {
         continue;
       }
       if (this.protocol === 'unknown') this.protocol = buf[pos] === 0x80 ? 'binary' : 'ascii';
+      if (this.host.verbosity >= 2) this.#trace(buf, pos, end);
       const r = this.protocol === 'binary' ? consumeBinary(this, buf, pos, end) : consumeText(this, buf, pos, end);
       if (r > 0) {
         pos += r;
@@ -182,6 +189,20 @@ export class Connection {
       this.#pending = Buffer.from(buf.subarray(pos, end));
       return;
     }
+  }
+
+  /** memcached's `-vv`: one debug line per command received (the text line, or the binary opcode). */
+  #trace(buf: Buffer, pos: number, end: number): void {
+    if (this.protocol === 'binary') {
+      if (end - pos >= 2) this.host.log.debug('command', { conn: this.id, opcode: buf[pos + 1] });
+      return;
+    }
+    const nl = buf.indexOf(10, pos);
+    if (nl < 0 || nl >= end) return;
+    this.host.log.debug('command', {
+      conn: this.id,
+      line: buf.toString('latin1', pos, Math.min(nl, pos + 200)).trimEnd(),
+    });
   }
 
   #park(buf: Buffer, pos: number): void {

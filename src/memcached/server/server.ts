@@ -10,7 +10,7 @@ import { silentLogger } from '../../net/logger.ts';
 import { ThreadGroup } from '../../net/thread-group.ts';
 import { createStoreShared, type ItemStore, type StoreConfig } from '../store/item-store.ts';
 import { createThreadStatsBuffer } from '../store/thread-stats.ts';
-import { ServingThread, type ServingThreadInit } from './serving-thread.ts';
+import { CONN, ServingThread, type ServingThreadInit } from './serving-thread.ts';
 import { defaultSettings, type MemcachedSettings, SLAB_PAGE_SIZE, validateSettings } from './settings.ts';
 
 /** Options of {@link MemcachedServer}: any memcached setting, plus a logger. */
@@ -82,6 +82,7 @@ export class MemcachedServer {
     const shared = createStoreShared(storeConfigFrom(s));
     const threadStats = createThreadStatsBuffer(s.threads);
     const connCounters = new SharedArrayBuffer(4 * 8);
+    Atomics.store(new Int32Array(connCounters), CONN.VERBOSITY, s.verbose);
     const init: ServingThreadInit = { settings: s, shared, threadStats, connCounters, index: 0, port: s.port };
     const main = new ServingThread(init);
     main.onShutdown = (graceful) => this.onShutdown(graceful);

@@ -7,6 +7,7 @@
 
 import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { createLogger, type Logger } from '../../net/logger.ts';
 import { closeServer, listenTcp } from '../../net/reuse-port.ts';
 import { ItemStore, type StoreShared } from '../store/item-store.ts';
 import { resetThreadStats, threadStatsRow } from '../store/thread-stats.ts';
@@ -37,6 +38,9 @@ export class ServingThread implements ConnectionHost {
   readonly store: ItemStore;
   readonly connections = new Set<Connection>();
   readonly version = MEMCACHED_VERSION;
+  /** memcached's `-v`/`-vv` output: NDJSON on stderr, gated by {@link verbosity} (the `verbosity` command changes it). */
+  readonly log: Logger;
+  #nextConnId = 0;
   readonly #init: ServingThreadInit;
   readonly #counters: Int32Array;
   readonly #servers: Server[] = [];
@@ -52,6 +56,12 @@ export class ServingThread implements ConnectionHost {
     this.store = new ItemStore(init.shared, threadStatsRow(init.threadStats, init.index));
     this.#counters = new Int32Array(init.connCounters);
     this.#passwords = loadPasswords(init.settings);
+    this.log = createLogger({
+      name: 'memcached',
+      level: 'debug',
+      stream: process.stderr,
+      base: { thread: init.index },
+    });
   }
 
   get verbosity(): number {
@@ -93,6 +103,7 @@ export class ServingThread implements ConnectionHost {
       // memcached's maxconns_fast: tell the client and hang up.
       Atomics.sub(counters, CONN.CURR, 1);
       Atomics.add(counters, CONN.REJECTED, 1);
+      if (this.verbosity >= 1) this.log.warn('Too many open connections', { remote: socket.remoteAddress });
       socket.on('error', () => {});
       socket.end('ERROR Too many open connections\r\n', () => socket.destroy());
       socket.setTimeout(1000, () => socket.destroy());
@@ -100,9 +111,16 @@ export class ServingThread implements ConnectionHost {
     }
     Atomics.add(counters, CONN.TOTAL, 1);
     this.#sockets.add(socket);
-    const conn = new Connection(socket, this, this.store.stats);
+    const conn = new Connection(socket, this, this.store.stats, ++this.#nextConnId);
     this.connections.add(conn);
+    if (this.verbosity >= 2) {
+      this.log.debug('new client connection', {
+        conn: conn.id,
+        remote: `${socket.remoteAddress}:${socket.remotePort}`,
+      });
+    }
     socket.on('close', () => {
+      if (this.verbosity >= 2) this.log.debug('connection closed', { conn: conn.id });
       Atomics.sub(counters, CONN.CURR, 1);
       this.#sockets.delete(socket);
       this.connections.delete(conn);
