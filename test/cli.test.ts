@@ -1,12 +1,20 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 
 const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
+/** Every child started here is killed when the file's tests end, whatever happened to them. */
+const children = new Set<ReturnType<typeof spawn>>();
+after(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
 function run(args: string[], opts: { untilStdout?: RegExp; timeoutMs?: number } = {}) {
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => {
@@ -158,5 +166,31 @@ describe('sharenothing CLI', () => {
     assert.ok(lines.some((l) => l.msg === 'new client connection'));
     assert.ok(lines.some((l) => l.msg === 'command' && l.line === 'version'));
     assert.ok(lines.some((l) => l.msg === 'connection closed'));
+  });
+
+  it('memcached -u drops root privileges once the port is bound', async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip('needs root to switch users');
+      return;
+    }
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const r = run(['memcached', '-p', String(port), '-l', '127.0.0.1', '-t', '2', '-m', '8', '-u', 'nobody']);
+    let reply = '';
+    for (let i = 0; i < 50 && !reply; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      reply = await ask(port, 'set k 0 0 1\r\nv\r\n').catch(() => '');
+    }
+    assert.equal(reply, 'STORED\r\n');
+    // The port answers as soon as it is bound; the switch follows right after.
+    const nobody = execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim();
+    let uid: string | undefined;
+    for (let i = 0; i < 50 && uid !== nobody; i++) {
+      uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${r.child.pid}/status`, 'utf8'))?.[1];
+      if (uid !== nobody) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.equal(uid, nobody);
+    assert.equal(await ask(port, 'get k\r\n'), 'VALUE k 0 1\r\nv\r\nEND\r\n');
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0);
   });
 });

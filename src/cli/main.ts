@@ -6,6 +6,7 @@
  */
 
 import { setFlagsFromString } from 'node:v8';
+import { runGearmand } from './gearmand.ts';
 import { runMemcached } from './memcached.ts';
 import { runUp } from './up.ts';
 
@@ -14,6 +15,7 @@ const USAGE = `usage: sharenothing <command> [options]
 commands:
   up          start the local stack (two cache nodes for now) on loopback
   memcached   a memcached 1.6-compatible cache server (memcached's flags: -p -l -m -c -t -I -f -n -M -C -v …)
+  gearmand    a gearmand 1.1-compatible job server (gearmand's flags: -p -L -j -w -R -q --exceptions …)
 `;
 
 // The daemons keep their data outside the JS heap (slab arenas, socket buffers) and allocate little per request, so
@@ -26,6 +28,9 @@ let code: number | undefined;
 switch (command) {
   case 'memcached':
     code = await runMemcached(args);
+    break;
+  case 'gearmand':
+    code = await runGearmand(args);
     break;
   case 'up':
     code = await runUp(args);

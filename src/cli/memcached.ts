@@ -4,6 +4,7 @@
  * @module
  */
 
+import { execFileSync } from 'node:child_process';
 import { MemcachedServer } from '../memcached/server/server.ts';
 import { MEMCACHED_VERSION } from '../memcached/server/serving-thread.ts';
 import { parseMemcachedArgs, SettingsError } from '../memcached/server/settings.ts';
@@ -26,6 +27,7 @@ const HELP = `sharenothing memcached: a memcached ${MEMCACHED_VERSION}-compatibl
 -n, --slab-min-size=<n>   min space for key+value+flags (default: 48)
 -M, --disable-evictions   return an error on memory exhausted instead of evicting
 -C, --disable-cas         disable use of CAS
+-u, --user=<name>         when started as root, run as this user once the port is bound
 -R, --max-reqs-per-event  requests per event before yielding (default: 20)
 -b, --listen-backlog      listen backlog (default: 1024)
 -B, --protocol=<name>     auto, ascii or binary (default: auto)
@@ -86,6 +88,18 @@ export async function runMemcached(args: string[]): Promise<number | undefined> 
     );
     return 71;
   }
+  if (settings.user !== undefined) {
+    try {
+      dropPrivileges(settings.user);
+    } catch (err) {
+      process.stderr.write(
+        `sharenothing memcached: can't switch to user ${settings.user}: ${(err as Error).message}\n`,
+      );
+      await close(0);
+      uninstall();
+      return 71;
+    }
+  }
   if (settings.admin) {
     const registry = new MetricsRegistry();
     memcachedMetrics(registry, server);
@@ -94,4 +108,15 @@ export async function runMemcached(args: string[]): Promise<number | undefined> 
   }
   logger.info('listening', { host: address.address, port: address.port });
   return undefined;
+}
+
+/**
+ * memcached's `-u`: a daemon started as root switches to `user` (and its primary group) once its ports are bound.
+ * Not root: nothing to do, as memcached ignores `-u` then. Worker threads share the process's credentials.
+ */
+export function dropPrivileges(user: string): void {
+  if (process.getuid?.() !== 0 || user === 'root') return;
+  const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
+  process.setgid!(gid);
+  process.setuid!(user);
 }

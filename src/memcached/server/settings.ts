@@ -40,7 +40,9 @@ export interface MemcachedSettings {
   bindingProtocol: 'auto' | 'ascii' | 'binary';
   /** `-S` SASL authentication required (binary protocol). */
   sasl: boolean;
-  /** Password file for SASL PLAIN (`MEMCACHED_SASL_PWDB` or `-o sasl_pwdb`?): lines `user:password`. */
+  /** `-u`: when started as root, switch to this user once the ports are bound (as memcached does). */
+  user: string | undefined;
+  /** Password file for SASL PLAIN (`MEMCACHED_SASL_PWDB` or `-o sasl_pwdb=<file>`): lines `user:password`. */
   saslPasswordFile: string | undefined;
   /** false with `-F` (`flush_all` refused). */
   flushEnabled: boolean;
@@ -79,6 +81,7 @@ export function defaultSettings(): MemcachedSettings {
     backlog: 1024,
     bindingProtocol: 'auto',
     sasl: false,
+    user: undefined,
     saslPasswordFile: process.env.MEMCACHED_SASL_PWDB,
     flushEnabled: true,
     shutdownEnabled: false,
@@ -330,8 +333,7 @@ export function parseMemcachedArgs(argv: readonly string[]): MemcachedSettings {
         applyExtended(s, value());
         break;
       case '-u':
-        // Running as another user is the supervisor's job; memcached needs -u only when started as root.
-        value();
+        s.user = value();
         break;
       case '-d':
         throw new SettingsError('daemon mode (-d) is not supported; run under a supervisor (systemd, runit)');
