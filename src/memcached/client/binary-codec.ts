@@ -26,6 +26,7 @@ import {
 } from '../protocol/binary-codec.ts';
 import {
   type CommandCodec,
+  KeyedItems,
   type QuietWrite,
   type RawItem,
   type ReplyParser,
@@ -163,24 +164,28 @@ const TRUE: Mapped<boolean> = { value: true };
 const FALSE: Mapped<boolean> = { value: false };
 
 /** `GETKQ`/`GATKQ` per key, then `NOOP`. */
-class BinaryRetrieval implements WireRequest<RawItem[]> {
+class BinaryRetrieval implements WireRequest<(RawItem | undefined)[]> {
   readonly command: string;
   readonly keys: number;
   readonly data: Buffer;
   readonly expectsReply = true;
-  readonly #items: RawItem[] = [];
+  readonly #items: KeyedItems;
   readonly #withCas: boolean;
   #error: Response | undefined;
 
-  constructor(command: RetrievalCommand, keys: readonly Buffer[], exptime: number) {
+  constructor(command: RetrievalCommand, keys: readonly string[], exptime: number) {
     this.command = command;
     this.keys = keys.length;
     this.#withCas = command === 'gets' || command === 'gats';
+    this.#items = new KeyedItems(keys);
     const touch = command === 'gat' || command === 'gats';
     const extras = touch ? u32(exptimeOf(exptime)) : undefined;
-    const frames = keys.map((key) =>
-      encodeRequest(extras === undefined ? { opcode: Opcode.GETKQ, key } : { opcode: Opcode.GATKQ, key, extras }),
-    );
+    const frames = keys.map((k) => {
+      const key = Buffer.from(k, 'latin1');
+      return encodeRequest(
+        extras === undefined ? { opcode: Opcode.GETKQ, key } : { opcode: Opcode.GATKQ, key, extras },
+      );
+    });
     frames.push(encodeRequest({ opcode: Opcode.NOOP }));
     this.data = Buffer.concat(frames);
   }
@@ -191,17 +196,20 @@ class BinaryRetrieval implements WireRequest<RawItem[]> {
     if (r.status === Status.SUCCESS) {
       if (r.extras.length < 4) throw unexpectedReply(this.command, 'a value without flags');
       const flags = r.extras.readUInt32BE(0);
-      const key = r.key.toString('latin1');
-      this.#items.push(this.#withCas ? { key, flags, cas: r.cas, value: r.value } : { key, flags, value: r.value });
+      const key = r.key;
+      this.#items.place(
+        this.#withCas ? { key, flags, cas: r.cas, value: r.value } : { key, flags, value: r.value },
+        this.command,
+      );
     } else if (r.status !== Status.KEY_ENOENT) {
       this.#error ??= r;
     }
     return false;
   }
 
-  result(server: string): RawItem[] {
+  result(server: string): (RawItem | undefined)[] {
     if (this.#error !== undefined) throw statusError(this.#error, this.command, server);
-    return this.#items;
+    return this.#items.items;
   }
 }
 

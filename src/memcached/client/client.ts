@@ -40,9 +40,10 @@ import {
   type SerializedValue,
   type Serializer,
   type SerializerName,
+  ValueFlag,
 } from './serializer.ts';
 import { type Prelude, type SendOptions, ServerNode, type ServerNodeOptions } from './server-node.ts';
-import { encodeKey, type RetrievalCommand, type StorageCommand } from './text-codec.ts';
+import { encodeKey, type RetrievalCommand, type StorageCommand, wireKey } from './text-codec.ts';
 
 /** A server: `'host'`, `'host:port'`, `'host:port:weight'`, `'[::1]:11211'`, or an object. */
 export type ServerSpec = string | { host: string; port?: number; weight?: number };
@@ -98,6 +99,15 @@ export interface MemcacheClientOptions {
   bufferedWrites?: { maxBatch?: number; flushMs?: number; onError?: (error: MemcacheError) => void };
   /** How long a namespace version read is reused (default 0: read with every operation). */
   namespaceVersionTtlMs?: number;
+  /**
+   * Send the single {@link MemcacheClient.get}s made for one server before its connection writes them (within one
+   * event loop turn, or while it connects) as one multi-key `get k1 k2 …` — libmemcached's "implicit multi-get"
+   * (default true). The server then answers one request instead of many: with many gets in flight this is
+   * several times less work for memcached's worker thread. Each call keeps its own result, timeout and abort
+   * signal; a key asked for twice is sent twice. Only plain `get` is coalesced (`gets`, `gat`, `getItem`,
+   * `getOrSet`, … are sent as they are). The `diagnostics_channel` still sees one `get` command per call.
+   */
+  coalesceGets?: boolean;
 }
 
 /** Options every call takes. */
@@ -190,6 +200,8 @@ export interface FetchHandle<T> {
 
 interface ResolvedOptions {
   readonly prefix: Buffer | undefined;
+  /** `prefix` as a wire key (latin1, '' for none). */
+  readonly prefixWire: string;
   readonly hashWithPrefix: boolean;
   readonly timeout: number;
   readonly failover: boolean;
@@ -200,22 +212,43 @@ interface ResolvedOptions {
   readonly flushMs: number;
   readonly onWriteError: ((error: MemcacheError) => void) | undefined;
   readonly namespaceVersionTtlMs: number;
+  readonly coalesceGets: boolean;
 }
 
 /** A key on its way to the wire. */
-interface KeyRef {
+class KeyRef {
+  /** The key as the caller gave it. */
   readonly user: string;
-  readonly wire: Buffer;
-  /** `wire` as latin1: how replies name it, and the local cache key. */
+  /** The wire key (prefix included) as latin1, one char per byte: what requests carry, the local cache key. */
   readonly id: string;
+  /** What the distribution hashes. */
   readonly route: string | Buffer;
+  #wire: Buffer | undefined;
+
+  constructor(user: string, id: string, route: string | Buffer) {
+    this.user = user;
+    this.id = id;
+    this.route = route;
+  }
+
+  /** The wire key's bytes (made on first use: multi-gets never need them). */
+  get wire(): Buffer {
+    this.#wire ??= Buffer.from(this.id, 'latin1');
+    return this.#wire;
+  }
 }
+
+/** No server excluded (the first attempt of every request). */
+const NONE: ReadonlySet<number> = new Set();
 
 interface WriteBuffer {
   writes: QuietWrite[];
   /** Cancels the scheduled flush, when one is scheduled. */
   cancel: (() => void) | undefined;
 }
+
+/** The identity `map` of a coalesced get: the raw item. */
+const same = (item: RawItem | undefined): RawItem | undefined => item;
 
 function invalid(message: string): MemcacheError {
   return new MemcacheError('MEMCACHED_ERR_INVALID_OPTION', message);
@@ -316,6 +349,7 @@ export class MemcacheClient {
     const buffered = options.bufferedWrites ?? {};
     this.#o = {
       prefix,
+      prefixWire: prefix === undefined ? '' : prefix.toString('latin1'),
       hashWithPrefix: options.hashWithPrefix ?? false,
       timeout: nonNegative(options.timeout, 1000, 'timeout'),
       failover: options.failover ?? false,
@@ -326,6 +360,7 @@ export class MemcacheClient {
       flushMs: nonNegative(buffered.flushMs, 0, 'bufferedWrites.flushMs'),
       onWriteError: buffered.onError,
       namespaceVersionTtlMs: nonNegative(options.namespaceVersionTtlMs, 0, 'namespaceVersionTtlMs'),
+      coalesceGets: options.coalesceGets ?? true,
     };
     let tls: TlsOptions | undefined;
     if (options.tls === true) tls = {};
@@ -390,6 +425,18 @@ export class MemcacheClient {
 
   // ---- plumbing ------------------------------------------------------------------------------------------------
 
+  /**
+   * The servers, when they can take requests now; undefined while the binary codec loads. Every operation queues
+   * its requests synchronously when it can (`this.#readyNow() ?? (await this.#ready())`), so that requests go out
+   * in the order the calls were made: `get`, `set`, `get` in one tick are answered in that order.
+   */
+  #readyNow(): ServerNode[] | undefined {
+    if (this.#closed !== undefined || this.#destroyed) throw new MemcacheError('MEMCACHED_ERR_CLOSED');
+    const nodes = this.#nodes;
+    if (nodes !== undefined && nodes.length === 0) throw new MemcacheError('MEMCACHED_ERR_NO_SERVERS');
+    return nodes;
+  }
+
   async #ready(): Promise<ServerNode[]> {
     if (this.#closed !== undefined || this.#destroyed) throw new MemcacheError('MEMCACHED_ERR_CLOSED');
     if (this.#nodes === undefined) await this.#loading;
@@ -399,15 +446,21 @@ export class MemcacheClient {
 
   #ref(key: string, groupKey?: string): KeyRef {
     if (typeof key !== 'string') throw new MemcacheError('MEMCACHED_ERR_BAD_KEY', 'invalid key: keys are strings');
-    const wire = encodeKey(key, this.#o.prefix);
-    const routeBase = groupKey ?? key;
-    let route: string | Buffer = routeBase;
-    if (this.#o.hashWithPrefix) route = groupKey === undefined ? wire : encodeKey(groupKey, this.#o.prefix);
-    return { user: key, wire, id: wire.toString('latin1'), route };
+    const id = wireKey(key, this.#o.prefixWire);
+    let route: string | Buffer = groupKey ?? key;
+    if (this.#o.hashWithPrefix) {
+      route = groupKey === undefined ? Buffer.from(id, 'latin1') : encodeKey(groupKey, this.#o.prefix);
+    }
+    return new KeyRef(key, id, route);
   }
 
   /** The server index for `route`, skipping `exclude` and (with failover) dead servers. */
-  #route(nodes: ServerNode[], route: string | Buffer, exclude: ReadonlySet<number>, last?: MemcacheError): number {
+  #route(
+    nodes: ServerNode[],
+    route: string | Buffer,
+    exclude: ReadonlySet<number> = NONE,
+    last?: MemcacheError,
+  ): number {
     const ring = this.#distribution!;
     const first = ring.serverFor(route);
     if (!this.#o.failover) {
@@ -427,44 +480,60 @@ export class MemcacheClient {
     return this.#o.failover && err instanceof MemcacheError && err.failoverSafe;
   }
 
+  /** The buffered writes of server `index` as a prelude of a read, if there are any. */
+  #preludeFor(index: number): Prelude<unknown> | undefined {
+    if (this.#buffers.size === 0) return undefined;
+    const buffer = this.#buffers.get(index);
+    return buffer !== undefined && buffer.writes.length > 0 ? this.#takeBatch(buffer) : undefined;
+  }
+
   /** Sends to server `index`, after its buffered writes when `read`. */
   #send<T>(nodes: ServerNode[], index: number, request: WireRequest<T>, options: SendOptions, read: boolean) {
-    const buffer = read ? this.#buffers.get(index) : undefined;
-    let prelude: Prelude<unknown> | undefined;
-    if (buffer !== undefined && buffer.writes.length > 0) prelude = this.#takeBatch(buffer);
-    return nodes[index]!.send(request, options, prelude);
+    return nodes[index]!.send(request, options, read ? this.#preludeFor(index) : undefined);
   }
 
   /** One request for one key, with failover. */
-  async #exec<T>(ref: KeyRef, build: (codec: CommandCodec) => WireRequest<T>, options: CallOptions, read: boolean) {
-    const nodes = await this.#ready();
-    const exclude = new Set<number>();
+  #exec<T>(ref: KeyRef, build: (codec: CommandCodec) => WireRequest<T>, options: CallOptions, read: boolean) {
+    return this.#attempt(ref, (nodes, index) => this.#send(nodes, index, build(this.#codec!), options, read));
+  }
+
+  /** Runs `run` on the server of `ref`; with failover, again on the next server while it fails before sending. */
+  async #attempt<T>(ref: KeyRef, run: (nodes: ServerNode[], index: number) => Promise<T>): Promise<T> {
+    const nodes = this.#readyNow() ?? (await this.#ready());
+    let exclude = NONE;
     let last: MemcacheError | undefined;
     for (;;) {
       const index = this.#route(nodes, ref.route, exclude, last);
       try {
-        return await this.#send(nodes, index, build(this.#codec!), options, read);
+        return await run(nodes, index);
       } catch (err) {
         if (!this.#retryable(err)) throw err;
         last = err;
-        exclude.add(index);
+        exclude = new Set([...exclude, index]);
       }
     }
   }
 
-  /** Groups keys per server, runs `run` on each group in parallel, re-routes the groups of unreachable servers. */
+  /**
+   * Groups keys per server, runs `run` on each group (the indexes into `refs` of its keys) in parallel, re-routes
+   * the groups of unreachable servers.
+   */
   async #fanOut(
     refs: readonly KeyRef[],
-    run: (nodes: ServerNode[], index: number, group: KeyRef[]) => Promise<void>,
+    run: (nodes: ServerNode[], index: number, positions: number[]) => Promise<void>,
   ): Promise<void> {
-    const nodes = await this.#ready();
-    const pass = async (group: readonly KeyRef[], exclude: Set<number>, last?: MemcacheError): Promise<void> => {
-      const groups = new Map<number, KeyRef[]>();
-      for (const ref of group) {
-        const index = this.#route(nodes, ref.route, exclude, last);
+    const nodes = this.#readyNow() ?? (await this.#ready());
+    const pass = async (
+      positions: readonly number[],
+      exclude: ReadonlySet<number>,
+      last?: MemcacheError,
+    ): Promise<void> => {
+      const groups = new Map<number, number[]>();
+      for (const p of positions) {
+        const index = this.#route(nodes, refs[p]!.route, exclude, last);
         const g = groups.get(index);
-        if (g === undefined) groups.set(index, [ref]);
-        else g.push(ref);
+        if (g === undefined) groups.set(index, [p]);
+        else g.push(p);
       }
       await Promise.all(
         [...groups].map(async ([index, g]) => {
@@ -477,7 +546,10 @@ export class MemcacheClient {
         }),
       );
     };
-    await pass(refs, new Set());
+    await pass(
+      refs.map((_, i) => i),
+      NONE,
+    );
   }
 
   #encode(value: unknown): SerializedValue {
@@ -505,9 +577,23 @@ export class MemcacheClient {
     return decompress(item.value, item.flags);
   }
 
+  /** Raw item → value, without the intermediate entry when there is nothing to decompress. */
+  #decodeItem<T>(item: RawItem): T {
+    if ((item.flags & ValueFlag.COMPRESSED) === 0) return this.#deserialize<T>(item.value, item.flags);
+    return this.#decode<T>(this.#entry(item));
+  }
+
+  /** The `map` of a coalesced get without a local cache. */
+  readonly #decodeHit = (item: RawItem | undefined): unknown =>
+    item === undefined ? undefined : this.#decodeItem(item);
+
   #decode<T>(entry: LocalEntry): T {
+    return this.#deserialize<T>(entry.data, entry.flags);
+  }
+
+  #deserialize<T>(data: Buffer, flags: number): T {
     try {
-      return this.#o.serializer.deserialize(entry.data, entry.flags) as T;
+      return this.#o.serializer.deserialize(data, flags) as T;
     } catch (err) {
       if (err instanceof MemcacheError) throw err;
       throw new MemcacheError('MEMCACHED_ERR_SERIALIZATION', `could not deserialize: ${(err as Error).message}`, {
@@ -587,8 +673,16 @@ export class MemcacheClient {
 
   // ---- retrieval -----------------------------------------------------------------------------------------------
 
-  async #retrieveOne(command: RetrievalCommand, ref: KeyRef, options: CallOptions, exptime = 0) {
-    const items = await this.#exec(ref, (codec) => codec.retrieve(command, [ref.wire], exptime), options, true);
+  async #retrieveOne(
+    command: RetrievalCommand,
+    ref: KeyRef,
+    options: CallOptions,
+    exptime = 0,
+  ): Promise<RawItem | undefined> {
+    if (command === 'get' && this.#o.coalesceGets) {
+      return this.#attempt(ref, (nodes, index) => nodes[index]!.get(ref.id, options, this.#preludeFor(index), same));
+    }
+    const items = await this.#exec(ref, (codec) => codec.retrieve(command, [ref.id], exptime), options, true);
     return items[0];
   }
 
@@ -596,10 +690,44 @@ export class MemcacheClient {
    * The value of `key`, or undefined on a miss. With `loader`: read-through (the loader's value is stored and
    * returned).
    */
-  async get<T = unknown>(key: string, options: GetOptions<T> = {}): Promise<T | undefined> {
-    const ref = this.#ref(key, options.groupKey);
-    const local = this.#local?.get(ref.id);
-    if (local !== undefined) return this.#decode<T>(local);
+  get<T = unknown>(key: string, options: GetOptions<T> = {}): Promise<T | undefined> {
+    // Not async: the common case (no loader, no failover, coalesced) makes one promise, settled by the reply.
+    let ref: KeyRef;
+    try {
+      ref = this.#ref(key, options.groupKey);
+      const local = this.#local?.get(ref.id);
+      if (local !== undefined) return Promise.resolve(this.#decode<T>(local));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const nodes = this.#nodes;
+    if (
+      nodes === undefined ||
+      nodes.length === 0 ||
+      options.loader !== undefined ||
+      !this.#o.coalesceGets ||
+      this.#o.failover ||
+      this.#closed !== undefined ||
+      this.#destroyed
+    ) {
+      return this.#getAsync(ref, options);
+    }
+    const index = this.#route(nodes, ref.route);
+    const local = this.#local;
+    const map =
+      local === undefined
+        ? (this.#decodeHit as (item: RawItem | undefined) => T | undefined)
+        : (item: RawItem | undefined): T | undefined => {
+            if (item === undefined) return undefined;
+            const entry = this.#entry(item);
+            const value = this.#decode<T>(entry);
+            local.set(ref.id, entry);
+            return value;
+          };
+    return nodes[index]!.get(ref.id, options, this.#preludeFor(index), map);
+  }
+
+  async #getAsync<T>(ref: KeyRef, options: GetOptions<T>): Promise<T | undefined> {
     const item = await this.#retrieveOne('get', ref, options);
     if (item !== undefined) {
       const entry = this.#entry(item);
@@ -608,8 +736,8 @@ export class MemcacheClient {
       return value;
     }
     if (options.loader === undefined) return undefined;
-    const loaded = await options.loader(key);
-    if (loaded !== undefined) await this.set(key, loaded, { ...options, ttl: options.ttl });
+    const loaded = await options.loader(ref.user);
+    if (loaded !== undefined) await this.set(ref.user, loaded, { ...options, ttl: options.ttl });
     return loaded;
   }
 
@@ -641,7 +769,7 @@ export class MemcacheClient {
   /** The value with its cas, flags and remaining TTL (meta `mg`; one round trip). */
   async getItem<T = unknown>(key: string, options: CallOptions = {}): Promise<ItemInfo<T> | undefined> {
     const ref = this.#ref(key, options.groupKey);
-    await this.#ready();
+    if (this.#readyNow() === undefined) await this.#ready();
     if (!this.#meta) {
       const item = await this.#retrieveOne('gets', ref, options);
       if (item === undefined) return undefined;
@@ -658,20 +786,28 @@ export class MemcacheClient {
     };
   }
 
+  /** The items of `refs` (aligned with them; undefined for a miss): one request per server, in parallel. */
   async #retrieveMany(
     command: RetrievalCommand,
     refs: readonly KeyRef[],
     options: CallOptions,
-  ): Promise<Map<string, RawItem>> {
-    const found = new Map<string, RawItem>();
-    if (refs.length === 0) return found;
-    await this.#fanOut(refs, async (nodes, index, group) => {
-      const request = this.#codec!.retrieve(
-        command,
-        group.map((r) => r.wire),
-      );
-      const items = await this.#send(nodes, index, request, options, true);
-      for (const item of items) found.set(item.key, item);
+  ): Promise<(RawItem | undefined)[]> {
+    if (refs.length === 0) return [];
+    const nodes = this.#readyNow() ?? (await this.#ready());
+    const keys = (positions: readonly number[] | undefined): string[] => {
+      const n = positions === undefined ? refs.length : positions.length;
+      const out = new Array<string>(n);
+      for (let i = 0; i < n; i++) out[i] = refs[positions === undefined ? i : positions[i]!]!.id;
+      return out;
+    };
+    if (nodes.length === 1 && !this.#o.failover) {
+      // One server: the request's items are already in the order of `refs`.
+      return this.#send(nodes, 0, this.#codec!.retrieve(command, keys(undefined)), options, true);
+    }
+    const found = new Array<RawItem | undefined>(refs.length);
+    await this.#fanOut(refs, async (nodes, index, positions) => {
+      const items = await this.#send(nodes, index, this.#codec!.retrieve(command, keys(positions)), options, true);
+      for (let i = 0; i < positions.length; i++) found[positions[i]!] = items[i];
     });
     return found;
   }
@@ -694,31 +830,36 @@ export class MemcacheClient {
    * @throws MemcacheError the first server error (with `failover`, unreachable servers' keys go to the next server)
    */
   async getMulti<T = unknown>(keys: Iterable<string>, options: GetMultiOptions<T> = {}): Promise<Map<string, T>> {
-    const refs = this.#refs(keys, options.groupKey);
+    // Keys are not de-duplicated: a key given twice is asked for twice (the result holds it once).
     const out = new Map<string, T>();
+    const local = this.#local;
     const remote: KeyRef[] = [];
-    for (const ref of refs) {
-      const local = this.#local?.get(ref.id);
-      if (local !== undefined) out.set(ref.user, this.#decode<T>(local));
+    for (const key of keys) {
+      const ref = this.#ref(key, options.groupKey);
+      const cached = local?.get(ref.id);
+      if (cached !== undefined) out.set(ref.user, this.#decode<T>(cached));
       else remote.push(ref);
     }
     const found = await this.#retrieveMany('get', remote, options);
     const missing: string[] = [];
-    for (const ref of remote) {
-      const item = found.get(ref.id);
+    for (let i = 0; i < remote.length; i++) {
+      const ref = remote[i]!;
+      const item = found[i];
       if (item === undefined) {
         missing.push(ref.user);
-        continue;
+      } else if (local === undefined) {
+        out.set(ref.user, this.#decodeItem<T>(item));
+      } else {
+        const entry = this.#entry(item);
+        out.set(ref.user, this.#decode<T>(entry));
+        local.set(ref.id, entry);
       }
-      const entry = this.#entry(item);
-      out.set(ref.user, this.#decode<T>(entry));
-      this.#local?.set(ref.id, entry);
     }
     if (options.loader !== undefined && missing.length > 0) {
-      const loaded = await options.loader(missing);
+      const wanted = new Set(missing.filter((k) => !out.has(k)));
+      const loaded = wanted.size === 0 ? undefined : await options.loader([...wanted]);
       if (loaded !== undefined) {
         const entries = loaded instanceof Map ? [...loaded] : Object.entries(loaded);
-        const wanted = new Set(missing);
         const toStore = entries.filter(([k, v]) => wanted.has(k) && v !== undefined);
         for (const [k, v] of toStore) out.set(k, v);
         if (toStore.length > 0) await this.setMulti(toStore, { ...options, ttl: options.ttl });
@@ -729,12 +870,13 @@ export class MemcacheClient {
 
   /** Like {@link getMulti}, with cas uniques. */
   async getsMulti<T = unknown>(keys: Iterable<string>, options: CallOptions = {}): Promise<Map<string, CasValue<T>>> {
-    const refs = this.#refs(keys, options.groupKey);
+    const refs: KeyRef[] = [];
+    for (const key of keys) refs.push(this.#ref(key, options.groupKey));
     const found = await this.#retrieveMany('gets', refs, options);
     const out = new Map<string, CasValue<T>>();
-    for (const ref of refs) {
-      const item = found.get(ref.id);
-      if (item !== undefined) out.set(ref.user, { value: this.#decode<T>(this.#entry(item)), cas: item.cas ?? 0n });
+    for (let i = 0; i < refs.length; i++) {
+      const item = found[i];
+      if (item !== undefined) out.set(refs[i]!.user, { value: this.#decodeItem<T>(item), cas: item.cas ?? 0n });
     }
     return out;
   }
@@ -767,8 +909,8 @@ export class MemcacheClient {
     const exptime = ttlOf(options.ttl);
     this.#local?.delete(ref.id);
     if (options.noreply && command === 'set') {
-      const nodes = await this.#ready();
-      const index = this.#route(nodes, ref.route, new Set());
+      const nodes = this.#readyNow() ?? (await this.#ready());
+      const index = this.#route(nodes, ref.route);
       this.#buffer(nodes, index, { op: 'set', key: ref.wire, value: value.data, flags: value.flags, exptime });
       return 'stored';
     }
@@ -822,8 +964,8 @@ export class MemcacheClient {
     const ref = this.#ref(key, options.groupKey);
     this.#local?.delete(ref.id);
     if (options.noreply) {
-      const nodes = await this.#ready();
-      this.#buffer(nodes, this.#route(nodes, ref.route, new Set()), { op: 'delete', key: ref.wire });
+      const nodes = this.#readyNow() ?? (await this.#ready());
+      this.#buffer(nodes, this.#route(nodes, ref.route), { op: 'delete', key: ref.wire });
       return true;
     }
     return this.#exec(ref, (codec) => codec.delete(ref.wire), options, false);
@@ -879,17 +1021,18 @@ export class MemcacheClient {
     for (const ref of refs) this.#local?.delete(ref.id);
     const out = new Map<string, boolean>();
     if (options.noreply) {
-      const nodes = await this.#ready();
+      const nodes = this.#readyNow() ?? (await this.#ready());
       for (const ref of refs) {
         const v = values.get(ref.user)!;
-        const index = this.#route(nodes, ref.route, new Set());
+        const index = this.#route(nodes, ref.route);
         this.#buffer(nodes, index, { op: 'set', key: ref.wire, value: v.data, flags: v.flags, exptime });
         out.set(ref.user, true);
       }
       return out;
     }
-    await this.#fanOut(refs, async (nodes, index, group) => {
+    await this.#fanOut(refs, async (nodes, index, positions) => {
       const codec = this.#codec!;
+      const group = positions.map((p) => refs[p]!);
       const request = composite(
         'set',
         group.map((ref) => {
@@ -909,15 +1052,16 @@ export class MemcacheClient {
     for (const ref of refs) this.#local?.delete(ref.id);
     const out = new Map<string, boolean>();
     if (options.noreply) {
-      const nodes = await this.#ready();
+      const nodes = this.#readyNow() ?? (await this.#ready());
       for (const ref of refs) {
-        this.#buffer(nodes, this.#route(nodes, ref.route, new Set()), { op: 'delete', key: ref.wire });
+        this.#buffer(nodes, this.#route(nodes, ref.route), { op: 'delete', key: ref.wire });
         out.set(ref.user, true);
       }
       return out;
     }
-    await this.#fanOut(refs, async (nodes, index, group) => {
+    await this.#fanOut(refs, async (nodes, index, positions) => {
       const codec = this.#codec!;
+      const group = positions.map((p) => refs[p]!);
       const request = composite(
         'delete',
         group.map((ref) => codec.delete(ref.wire)),
@@ -962,7 +1106,7 @@ export class MemcacheClient {
     if (local !== undefined) return this.#decode<T>(local);
     const ttl = ttlOf(options.ttl);
     const staleTtl = ttlOf(options.staleTtl);
-    await this.#ready();
+    if (this.#readyNow() === undefined) await this.#ready();
     if (!this.#meta) return this.#getOrSetWithLock(ref, loader, options, ttl);
     const lockTtl = ttlOf(options.lockTtl ?? 30);
     const flags = ['v', 'f', 'c', `N${lockTtl}`];
@@ -1001,11 +1145,8 @@ export class MemcacheClient {
     options: GetOrSetOptions,
     ttl: number,
   ): Promise<T> {
-    const lockWire = Buffer.concat([ref.wire, Buffer.from('.lock', 'latin1')]);
-    const lock: KeyRef | undefined =
-      lockWire.length <= 250
-        ? { user: `${ref.user}.lock`, wire: lockWire, id: lockWire.toString('latin1'), route: ref.route }
-        : undefined;
+    const lockId = `${ref.id}.lock`;
+    const lock = lockId.length <= 250 ? new KeyRef(`${ref.user}.lock`, lockId, ref.route) : undefined;
     const lockTtl = ttlOf(options.lockTtl ?? 30);
     const deadline = Date.now() + (options.waitMs ?? this.#o.timeout);
     let wait = 10;
@@ -1079,7 +1220,7 @@ export class MemcacheClient {
   async markStale(key: string, options: CallOptions & { staleTtl?: number } = {}): Promise<boolean> {
     const ref = this.#ref(key, options.groupKey);
     this.#local?.delete(ref.id);
-    await this.#ready();
+    if (this.#readyNow() === undefined) await this.#ready();
     if (!this.#meta) return this.#exec(ref, (codec) => codec.delete(ref.wire), options, false);
     const staleTtl = ttlOf(options.staleTtl ?? 30);
     return this.#exec(ref, (codec) => codec.metaDelete!(ref.wire, ['I', `T${staleTtl}`]), options, false);
@@ -1190,7 +1331,7 @@ export class MemcacheClient {
     build: (codec: CommandCodec) => WireRequest<T>,
     options: CallOptions,
   ): Promise<Map<string, T | MemcacheError>> {
-    const nodes = await this.#ready();
+    const nodes = this.#readyNow() ?? (await this.#ready());
     const out = new Map<string, T | MemcacheError>();
     await Promise.all(
       nodes.map(async (node, index) => {

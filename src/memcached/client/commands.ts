@@ -21,6 +21,7 @@ import {
   encodeStorage,
   encodeTouch,
   encodeVersion,
+  isWireKey,
   type MetaFlagTokens,
   type MetaReturnFlags,
   type RetrievalCommand,
@@ -59,9 +60,9 @@ export interface ReplyParser {
   push(chunk: Buffer, emit: (reply: unknown) => void): void;
 }
 
-/** An item as read: the key as sent (latin1 of its bytes), flags, cas and the raw value. */
+/** An item as read: the key's bytes as the server sent them, flags, cas and the raw value. */
 export interface RawItem {
-  readonly key: string;
+  readonly key: Uint8Array;
   readonly flags: number;
   readonly cas?: bigint;
   readonly value: Buffer;
@@ -108,7 +109,11 @@ export interface CommandCodec {
   createParser(): ReplyParser;
   /** Requests to run on every new connection before anything else (SASL authentication). */
   handshake?(): WireRequest<void> | undefined;
-  retrieve(command: RetrievalCommand, keys: readonly Buffer[], exptime?: number): WireRequest<RawItem[]>;
+  /**
+   * A multi-key retrieval of wire keys (latin1 strings, see `wireKey`). The result is aligned with `keys`: the
+   * item of `keys[i]` at index i, undefined for a miss.
+   */
+  retrieve(command: RetrievalCommand, keys: readonly string[], exptime?: number): WireRequest<(RawItem | undefined)[]>;
   store(
     command: StorageCommand,
     key: Buffer,
@@ -193,6 +198,48 @@ export function composite<T>(command: string, parts: readonly WireRequest<T>[]):
   };
 }
 
+/**
+ * The items of a multi-key retrieval, placed at the index of the key they answer. memcached answers the hits in the
+ * order the keys were asked for (misses are left out), so a cursor walks the keys and compares bytes: no key is
+ * ever decoded, and a duplicate key gets one item per occurrence. A reply out of that order (a proxy might reorder)
+ * is placed in the first empty slot of its key.
+ */
+export class KeyedItems {
+  readonly #keys: readonly string[];
+  readonly items: (RawItem | undefined)[];
+  #cursor = 0;
+
+  /** @param keys the wire keys asked for */
+  constructor(keys: readonly string[]) {
+    this.#keys = keys;
+    this.items = new Array<RawItem | undefined>(keys.length);
+  }
+
+  /**
+   * Places `item` at the index of its key.
+   *
+   * @throws MemcacheError `MEMCACHED_ERR_PROTOCOL` for a key that was not asked for (or more often than asked)
+   */
+  place(item: RawItem, command: string): void {
+    const keys = this.#keys;
+    const items = this.items;
+    for (let i = this.#cursor; i < keys.length; i++) {
+      if (isWireKey(keys[i]!, item.key)) {
+        items[i] = item;
+        this.#cursor = i + 1;
+        return;
+      }
+    }
+    for (let i = 0; i < this.#cursor; i++) {
+      if (items[i] === undefined && isWireKey(keys[i]!, item.key)) {
+        items[i] = item;
+        return;
+      }
+    }
+    throw unexpectedReply(command, 'a value for a key that was not asked for');
+  }
+}
+
 // ---- text protocol -----------------------------------------------------------------------------------------------
 
 type ErrorReply = Extract<TextReply, { type: 'error' }>;
@@ -236,27 +283,28 @@ class SingleLine<T> implements WireRequest<T> {
 }
 
 /** `get`/`gets`/`gat`/`gats`, possibly several lines: `VALUE`s then `END`, per line. */
-class Retrieval implements WireRequest<RawItem[]> {
+class Retrieval implements WireRequest<(RawItem | undefined)[]> {
   readonly command: string;
   readonly keys: number;
   readonly data: Buffer;
   readonly expectsReply = true;
-  readonly #items: RawItem[] = [];
+  readonly #items: KeyedItems;
   #pending: number;
   #error: ErrorReply | undefined;
 
-  constructor(command: RetrievalCommand, keys: readonly Buffer[], exptime: number) {
+  constructor(command: RetrievalCommand, keys: readonly string[], exptime: number) {
     const encoded = encodeRetrieval(command, keys, exptime);
     this.command = command;
     this.keys = keys.length;
     this.data = encoded.data;
     this.#pending = encoded.commands;
+    this.#items = new KeyedItems(keys);
   }
 
   feed(reply: unknown): boolean {
     const r = reply as TextReply;
     if (r.type === 'value') {
-      this.#items.push(r);
+      this.#items.place(r, this.command);
       return false;
     }
     if (r.type === 'end' || r.type === 'error') {
@@ -266,9 +314,9 @@ class Retrieval implements WireRequest<RawItem[]> {
     throw unexpectedReply(this.command, r.type);
   }
 
-  result(server: string): RawItem[] {
+  result(server: string): (RawItem | undefined)[] {
     if (this.#error !== undefined) throw errorFromTextReply(this.#error, this.command, server);
-    return this.#items;
+    return this.#items.items;
   }
 }
 

@@ -9,6 +9,15 @@
  *                 │ connect fails: failed with the connect error         │ timeout: socket destroyed, all fail
  * ```
  *
+ * What is queued is a {@link Pending}: one wire request and whoever waits for it — one caller
+ * ({@link PendingRequest}) or several (a coalesced get, `coalesced-get.ts`, whose request is encoded only when it is
+ * written).
+ *
+ * Timeouts cost no timer per request: every request carries its deadline, and the connection keeps one timer, armed
+ * for the earliest deadline it knows of. When it fires, the queue and the FIFO are swept, expired requests fail, and
+ * the timer is re-armed for the earliest deadline left. Requests mostly share one timeout and complete long before
+ * it, so the timer fires about once per `timeout` while the connection is busy.
+ *
  * A request that times out after it was written destroys the socket: nobody can tell where its reply would have
  * ended, so every other in-flight request fails with `MEMCACHED_ERR_CONNECTION_CLOSED` (cause: the timeout).
  * Requests not yet written stay queued for the next connection. Reconnection policy (backoff, dead marking) is the
@@ -22,12 +31,41 @@ import { type ConnectionOptions as TlsOptions, connect as tlsConnect } from 'nod
 import type { CommandCodec, ReplyParser, WireRequest } from './commands.ts';
 import { MemcacheError } from './errors.ts';
 
-/** Where a {@link PendingRequest} stands. */
+/** Where a {@link Pending} stands. */
 export type RequestState = 'queued' | 'written' | 'abandoned' | 'done';
 
-/** A request on its way: the wire request plus how it settles. */
-export class PendingRequest<T = unknown> {
+/** What a connection queues and keeps in flight: one wire request and the caller(s) waiting for it. */
+export interface Pending {
+  /** The wire request; read once {@link markWritten} was called (a coalesced get is encoded then). */
+  readonly request: WireRequest<unknown>;
+  readonly state: RequestState;
+  /** True while some caller still waits for it. */
+  readonly open: boolean;
+  /** The earliest deadline (`performance.now()` ms) of a caller still waiting; `Infinity` for none. */
+  readonly deadline: number;
+  /** The request's bytes are about to be handed to the socket. */
+  markWritten(): void;
+  /** All replies are in (or none were expected): settles the callers with the result. */
+  complete(server: string): void;
+  /** Fails every caller still waiting (no-op for those already settled). */
+  fail(error: MemcacheError): void;
+  /**
+   * Fails the callers whose deadline is at or before `now` with `MEMCACHED_ERR_TIMEOUT`. Returns the timeout error
+   * when one of them was already written (the connection must then be closed), else undefined.
+   */
+  expire(now: number, server: string): MemcacheError | undefined;
+}
+
+/** The `MEMCACHED_ERR_TIMEOUT` of a request of `command` with a timeout of `ms`. */
+export function timeoutError(command: string, ms: number, server: string): MemcacheError {
+  return new MemcacheError('MEMCACHED_ERR_TIMEOUT', `${command} timed out after ${ms} ms`, { server });
+}
+
+/** A request with one caller: the wire request plus how it settles. */
+export class PendingRequest<T = unknown> implements Pending {
   readonly request: WireRequest<T>;
+  readonly deadline: number;
+  readonly #timeoutMs: number;
   /** Stored type-erased so that a `PendingRequest<T>` is a `PendingRequest<unknown>` (the FIFO holds any). */
   readonly #resolve: (value: unknown) => void;
   readonly #reject: (err: Error) => void;
@@ -36,17 +74,21 @@ export class PendingRequest<T = unknown> {
 
   /**
    * @param onSettled called once, when the caller's promise settles (with the error, if any)
+   * @param timeoutMs the request's timeout, counted from now (`Infinity`: none)
    */
   constructor(
     request: WireRequest<T>,
     resolve: (value: T) => void,
     reject: (err: Error) => void,
     onSettled: (error: MemcacheError | undefined) => void,
+    timeoutMs = Number.POSITIVE_INFINITY,
   ) {
     this.request = request;
     this.#resolve = resolve as (value: unknown) => void;
     this.#reject = reject;
     this.#onSettled = onSettled;
+    this.#timeoutMs = timeoutMs;
+    this.deadline = timeoutMs === Number.POSITIVE_INFINITY ? timeoutMs : performance.now() + timeoutMs;
   }
 
   /** Where the request stands. */
@@ -105,6 +147,14 @@ export class PendingRequest<T = unknown> {
     this.fail(error);
     if (written) this.#state = 'abandoned';
   }
+
+  expire(now: number, server: string): MemcacheError | undefined {
+    if (!this.open || this.deadline > now) return undefined;
+    const written = this.#state === 'written';
+    const error = timeoutError(this.request.command, this.#timeoutMs, server);
+    this.fail(error);
+    return written ? error : undefined;
+  }
 }
 
 /** A FIFO with O(1) push and shift (an array and a head index, compacted now and then). */
@@ -137,6 +187,12 @@ class Fifo<T> {
       this.#head = 0;
     }
     return item;
+  }
+
+  /** Calls `fn` for every item, oldest first. */
+  forEach(fn: (item: T) => void): void {
+    const items = this.#items;
+    for (let i = this.#head; i < items.length; i++) fn(items[i]!);
   }
 
   /** Removes and returns everything. */
@@ -186,15 +242,20 @@ export class ServerConnection {
   #state: ConnectionState = 'idle';
   #socket: Socket | undefined;
   #parser: ReplyParser | undefined;
-  #queue: PendingRequest[] = [];
-  readonly #inFlight = new Fifo<PendingRequest>();
+  #queue: Pending[] = [];
+  readonly #inFlight = new Fifo<Pending>();
+  /** True while the socket and the deadline timer keep the process alive (there is work). */
+  #refed = false;
+  /** The deadline timer, armed for {@link #timerAt}. */
+  #timer: NodeJS.Timeout | undefined;
+  #timerAt = Number.POSITIVE_INFINITY;
   #flushScheduled = false;
   #needDrain = false;
   #connectTimer: NodeJS.Timeout | undefined;
   /** Why the socket is being closed, when we close it. */
   #closeReason: MemcacheError | undefined;
   /** The handshake request (SASL) while it runs. */
-  #handshake: PendingRequest | undefined;
+  #handshake: Pending | undefined;
   #closing = false;
   #drained: (() => void) | undefined;
 
@@ -223,15 +284,67 @@ export class ServerConnection {
   }
 
   /** Queues a request; it is written on the next flush once connected (call {@link connect} when {@link idle}). */
-  enqueue(p: PendingRequest): void {
+  enqueue(p: Pending): void {
     if (this.#state === 'destroyed') {
       p.fail(new MemcacheError('MEMCACHED_ERR_CLOSED', undefined, { server: this.name }));
       return;
     }
     this.#queue.push(p);
     // A socket with work keeps the process alive; an idle one does not (a forgotten close() never hangs exit).
-    this.#socket?.ref();
+    if (!this.#refed) {
+      this.#refed = true;
+      this.#socket?.ref();
+      this.#timer?.ref();
+    }
+    this.watch(p.deadline);
     if (this.#state === 'ready') this.#scheduleFlush();
+  }
+
+  /** Makes sure the deadline timer fires by `deadline` (`performance.now()` ms). */
+  watch(deadline: number): void {
+    if (deadline >= this.#timerAt) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timerAt = deadline;
+    this.#timer = setTimeout(this.#sweep, Math.max(1, Math.ceil(deadline - performance.now())));
+    if (!this.#refed) this.#timer.unref();
+  }
+
+  /** Fails what is past its deadline; closes the socket when a written request timed out; re-arms the timer. */
+  readonly #sweep = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    let next = Number.POSITIVE_INFINITY;
+    let timedOut: MemcacheError | undefined;
+    const check = (p: Pending): void => {
+      if (!p.open) return;
+      const error = p.expire(now, this.name);
+      timedOut ??= error;
+      if (p.open && p.deadline < next) next = p.deadline;
+    };
+    for (const p of this.#queue) check(p);
+    this.#inFlight.forEach(check);
+    if (timedOut !== undefined) {
+      // Nobody can tell where the timed-out reply would have ended: the others in flight lose the connection.
+      this.#closeSocket(
+        new MemcacheError('MEMCACHED_ERR_CONNECTION_CLOSED', 'connection closed: another request timed out', {
+          server: this.name,
+          cause: timedOut,
+        }),
+      );
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.watch(next);
+    this.#checkDrained();
+  };
+
+  /** Writes what is queued now instead of at the end of the event loop turn (when connected and not blocked). */
+  flushNow(): void {
+    this.#flush();
+  }
+
+  /** A caller of a queued request settled on its own (an abort): `close()` may have been waiting for it. */
+  noteSettled(): void {
+    this.#checkDrained();
   }
 
   /** Opens the socket (and authenticates). */
@@ -246,6 +359,8 @@ export class ServerConnection {
         ? netConnect({ host, port })
         : tlsConnect({ host, port, ...(isIp(host) ? {} : { servername: host }), ...this.#o.tls });
     this.#socket = socket;
+    // connect() is called for queued work: the new socket keeps the process alive until it is idle.
+    this.#refed = true;
     socket.setNoDelay(true);
     if (this.#o.keepAlive > 0) socket.setKeepAlive(true, this.#o.keepAlive);
     this.#connectTimer = setTimeout(() => {
@@ -271,21 +386,6 @@ export class ServerConnection {
             });
     });
     socket.once('close', () => this.#onClose(socket));
-  }
-
-  /** A request's own timeout fired. */
-  timeout(p: PendingRequest, error: MemcacheError): void {
-    const written = p.state === 'written';
-    p.fail(error);
-    this.#checkDrained();
-    if (written) {
-      this.#closeSocket(
-        new MemcacheError('MEMCACHED_ERR_CONNECTION_CLOSED', 'connection closed: another request timed out', {
-          server: this.name,
-          cause: error,
-        }),
-      );
-    }
   }
 
   /** A request's signal fired. */
@@ -319,6 +419,7 @@ export class ServerConnection {
     const socket = this.#socket;
     this.#state = 'destroyed';
     clearTimeout(this.#connectTimer);
+    this.#stopTimer();
     this.failQueued(error);
     for (const p of this.#inFlight.drain()) p.fail(error);
     this.#handshake?.fail(error);
@@ -336,10 +437,14 @@ export class ServerConnection {
     this.#state = 'destroyed';
     this.#socket = undefined;
     clearTimeout(this.#connectTimer);
+    this.#stopTimer();
     if (socket === undefined || socket.destroyed) {
       done();
       return;
     }
+    // An idle socket is unref'd: without this, a script ending in `await client.close()` would exit before the
+    // 'close' event, with close() unsettled (exit code 13).
+    socket.ref();
     socket.end();
     const force = setTimeout(() => socket.destroy(), 1000);
     force.unref();
@@ -391,7 +496,17 @@ export class ServerConnection {
   }
 
   #unrefWhenIdle(): void {
-    if (this.#state === 'ready' && this.#queue.length === 0 && this.#inFlight.length === 0) this.#socket?.unref();
+    if (this.#refed && this.#state === 'ready' && this.#queue.length === 0 && this.#inFlight.length === 0) {
+      this.#refed = false;
+      this.#socket?.unref();
+      this.#timer?.unref();
+    }
+  }
+
+  #stopTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
   }
 
   #scheduleFlush(): void {
@@ -413,7 +528,7 @@ export class ServerConnection {
     let ok = true;
     socket.cork();
     for (const p of queue) {
-      if (p.state !== 'queued') continue;
+      if (p.state !== 'queued' || !p.open) continue;
       p.markWritten();
       ok = socket.write(p.request.data);
       if (p.request.expectsReply) this.#inFlight.push(p);

@@ -17,11 +17,15 @@
  * (`backoff.initialMs · 2^(failures-1)`, at most `backoff.maxMs`, plus up to 20 % jitter); requests wait for it
  * within their own timeout.
  *
+ * Single `get`s go through {@link ServerNode.get}: the ones made while a coalesced get is still queued (and nothing
+ * was queued behind it) join it (`coalesced-get.ts`).
+ *
  * @module
  */
 
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
-import type { CommandCodec, WireRequest } from './commands.ts';
+import { CoalescedGet } from './coalesced-get.ts';
+import type { CommandCodec, RawItem, WireRequest } from './commands.ts';
 import { type CommandEvent, commandChannel, publishServerEvent } from './diagnostics.ts';
 import { MemcacheError } from './errors.ts';
 import { type ConnectionEvents, PendingRequest, ServerConnection } from './server-connection.ts';
@@ -68,6 +72,11 @@ export class ServerNode {
   #deadUntil = 0;
   #nextConnectAt = 0;
   #closed: MemcacheError | undefined;
+  /** The coalesced get single gets join, while it is joinable and last in its connection's queue. */
+  #batch: CoalescedGet | undefined;
+  readonly #release = (): void => {
+    this.#pending--;
+  };
 
   constructor(options: ServerNodeOptions) {
     this.#o = options;
@@ -106,8 +115,9 @@ export class ServerNode {
   }
 
   /** True while the server is marked dead (requests fail fast). */
-  isDead(now = Date.now()): boolean {
-    return this.#deadUntil > now;
+  isDead(): boolean {
+    // The clock is read only while a mark is set: this runs for every request.
+    return this.#deadUntil !== 0 && this.#deadUntil > Date.now();
   }
 
   /** Consecutive failures so far. */
@@ -133,15 +143,53 @@ export class ServerNode {
       return Promise.reject(refused);
     }
     const conn = this.#pick();
-    if (prelude !== undefined) {
-      this.#start(conn, prelude.request, options).then(
-        (value) => prelude.settled({ ok: true, value }),
-        (error: MemcacheError) => prelude.settled({ ok: false, error }),
-      );
-    }
+    if (prelude !== undefined) this.#startPrelude(conn, prelude, options);
+    // Replies come in request order: a get made after this request must not join a coalesced get queued before it.
+    this.#batch = undefined;
     const result = this.#start(conn, request, options);
     if (conn.idle) this.#connectSoon(conn);
     return result;
+  }
+
+  /**
+   * A single `get` of wire key `key` (after `prelude`, when given), coalesced with the other single gets made before
+   * the connection writes them (see `coalesced-get.ts`). Resolves with `map(item)`, `map(undefined)` for a miss.
+   *
+   * @throws MemcacheError as {@link send}
+   */
+  get<R>(
+    key: string,
+    options: SendOptions,
+    prelude: Prelude<unknown> | undefined,
+    map: (item: RawItem | undefined) => R,
+  ): Promise<R> {
+    const refused = this.#refuse(options.signal, prelude === undefined ? 1 : 2);
+    if (refused !== undefined) {
+      if (prelude !== undefined) prelude.settled({ ok: false, error: refused });
+      return Promise.reject(refused);
+    }
+    const timeoutMs = options.timeout ?? this.#o.timeout;
+    const batch = this.#batch;
+    if (prelude === undefined && batch !== undefined && batch.joinable) {
+      this.#pending++;
+      return batch.add(key, timeoutMs, options.signal, map);
+    }
+    const conn = this.#pick();
+    if (prelude !== undefined) this.#startPrelude(conn, prelude, options);
+    const created = new CoalescedGet(conn, this.#o.codec, this.name, this.#release);
+    this.#batch = created;
+    this.#pending++;
+    const result = created.add(key, timeoutMs, options.signal, map);
+    conn.enqueue(created);
+    if (conn.idle) this.#connectSoon(conn);
+    return result;
+  }
+
+  #startPrelude(conn: ServerConnection, prelude: Prelude<unknown>, options: SendOptions): void {
+    this.#start(conn, prelude.request, options).then(
+      (value) => prelude.settled({ ok: true, value }),
+      (error: MemcacheError) => prelude.settled({ ok: false, error }),
+    );
   }
 
   /** Why a request cannot be taken now, if it cannot. */
@@ -164,24 +212,26 @@ export class ServerNode {
   }
 
   #start<T>(conn: ServerConnection, request: WireRequest<T>, options: SendOptions): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timeoutMs = options.timeout ?? this.#o.timeout;
-      const signal = options.signal;
-      const traced = commandChannel.hasSubscribers;
-      const started = traced ? performance.now() : 0;
-      if (traced) {
-        commandChannel.publish({
-          type: 'start',
-          command: request.command,
-          server: this.name,
-          keys: request.keys,
-        } satisfies CommandEvent);
-      }
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      this.#pending++;
-      const p = new PendingRequest<T>(request, resolve, reject, (error) => {
-        clearTimeout(timer);
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    const timeoutMs = options.timeout ?? this.#o.timeout;
+    const signal = options.signal;
+    const traced = commandChannel.hasSubscribers;
+    const started = traced ? performance.now() : 0;
+    if (traced) {
+      commandChannel.publish({
+        type: 'start',
+        command: request.command,
+        server: this.name,
+        keys: request.keys,
+      } satisfies CommandEvent);
+    }
+    let onAbort: (() => void) | undefined;
+    this.#pending++;
+    const p = new PendingRequest<T>(
+      request,
+      resolve,
+      reject,
+      (error) => {
         if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
         this.#pending--;
         if (traced && commandChannel.hasSubscribers) {
@@ -193,26 +243,20 @@ export class ServerNode {
               : { type: 'error', ...base, code: error.code, error }) satisfies CommandEvent,
           );
         }
-      });
-      timer = setTimeout(() => {
-        conn.timeout(
+      },
+      timeoutMs,
+    );
+    if (signal !== undefined) {
+      onAbort = () => {
+        conn.abort(
           p,
-          new MemcacheError('MEMCACHED_ERR_TIMEOUT', `${request.command} timed out after ${timeoutMs} ms`, {
-            server: this.name,
-          }),
+          new MemcacheError('MEMCACHED_ERR_ABORTED', undefined, { server: this.name, cause: signal.reason }),
         );
-      }, timeoutMs);
-      if (signal !== undefined) {
-        onAbort = () => {
-          conn.abort(
-            p,
-            new MemcacheError('MEMCACHED_ERR_ABORTED', undefined, { server: this.name, cause: signal.reason }),
-          );
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
-      conn.enqueue(p);
-    });
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    conn.enqueue(p);
+    return promise;
   }
 
   /** The least loaded connection, preferring ready ones. */

@@ -17,6 +17,15 @@
  * A line split across chunks is kept as views and joined once; a value split across chunks is kept as views and
  * joined once (`Buffer.concat`) when its last byte arrives; a value inside one chunk is a `subarray` of it.
  *
+ * `VALUE` and `END` lines — nearly every line of a multi-get — are read as bytes where they lie: the key becomes a
+ * `subarray` view (never a string), the numbers are read digit by digit, and a value that follows inside the same
+ * chunk is emitted at once without a state change. Every other line (and any `VALUE` line the byte reader does not
+ * find well-formed) goes through the general path, which turns it into a latin1 string and splits it.
+ *
+ * Keys are handed to the encoders as *wire keys*: latin1 strings with one char per byte on the wire ({@link
+ * wireKey}), so that a multi-key line is one string concatenation and one `Buffer.from`, and a reply's key bytes
+ * can be compared with the key asked for without decoding them.
+ *
  * @module
  */
 
@@ -65,6 +74,34 @@ export function encodeKey(key: string | Uint8Array, prefix?: Uint8Array): Buffer
     if (c <= 0x20 || c === 0x7f) throw badKey(`byte 0x${c.toString(16).padStart(2, '0')} at ${i}`);
   }
   return out;
+}
+
+/**
+ * The wire bytes of `prefix + key` as a latin1 string (one char per byte), validated as {@link encodeKey} does and
+ * with the same errors. `prefix` is the latin1 form of the (already validated) prefix bytes. Keys of printable
+ * ASCII — nearly all keys — are checked char by char without encoding them; any other key goes through
+ * {@link encodeKey}.
+ *
+ * @throws MemcacheError `MEMCACHED_ERR_BAD_KEY`
+ */
+export function wireKey(key: string, prefix = ''): string {
+  const n = key.length;
+  if (n === 0) throw badKey('empty');
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) return encodeKey(key, Buffer.from(prefix, 'latin1')).toString('latin1');
+  }
+  const size = prefix.length + n;
+  if (size > KEY_MAX_BYTES) throw badKey(`${size} bytes (at most ${KEY_MAX_BYTES} with the prefix)`);
+  return prefix.length === 0 ? key : prefix + key;
+}
+
+/** True when `bytes` are the wire key `key` (a latin1 string, see {@link wireKey}). */
+export function isWireKey(key: string, bytes: Uint8Array): boolean {
+  const n = bytes.length;
+  if (key.length !== n) return false;
+  for (let i = 0; i < n; i++) if (key.charCodeAt(i) !== bytes[i]) return false;
+  return true;
 }
 
 function checkExptime(exptime: number): string {
@@ -133,35 +170,32 @@ export interface EncodedLines {
 
 /**
  * `get|gets <key>*` or `gat|gats <exptime> <key>*`, split into as many lines as {@link MAX_REQUEST_LINE} needs
- * (each line is answered by its own `VALUE`s and `END`).
+ * (each line is answered by its own `VALUE`s and `END`). Keys are wire keys (latin1 strings, see {@link wireKey})
+ * or their bytes.
  */
-export function encodeRetrieval(command: RetrievalCommand, keys: readonly Uint8Array[], exptime = 0): EncodedLines {
+export function encodeRetrieval(
+  command: RetrievalCommand,
+  keys: readonly (string | Uint8Array)[],
+  exptime = 0,
+): EncodedLines {
   if (keys.length === 0) throw new MemcacheError('MEMCACHED_ERR_INVALID_OPTION', 'no keys');
   const head = command === 'gat' || command === 'gats' ? `${command} ${checkExptime(exptime)}` : command;
-  const parts: Buffer[] = [];
-  let commands = 0;
-  let i = 0;
-  while (i < keys.length) {
-    let size = head.length;
-    let j = i;
-    while (j < keys.length && (j === i || size + 1 + keys[j]!.length <= MAX_REQUEST_LINE)) {
-      size += 1 + keys[j]!.length;
-      j++;
+  // One string for all the lines (latin1: one char per byte), encoded once.
+  let text = head;
+  let size = head.length;
+  let commands = 1;
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const key = typeof k === 'string' ? k : Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('latin1');
+    if (size > head.length && size + 1 + key.length > MAX_REQUEST_LINE) {
+      text += `\r\n${head}`;
+      size = head.length;
+      commands++;
     }
-    const out = Buffer.allocUnsafe(size + 2);
-    let at = out.write(head, 0, 'latin1');
-    for (let k = i; k < j; k++) {
-      out[at++] = 0x20;
-      out.set(keys[k]!, at);
-      at += keys[k]!.length;
-    }
-    out[at] = CR;
-    out[at + 1] = LF;
-    parts.push(out);
-    commands++;
-    i = j;
+    text += ` ${key}`;
+    size += 1 + key.length;
   }
-  return { data: parts.length === 1 ? parts[0]! : Buffer.concat(parts), commands };
+  return { data: Buffer.from(`${text}\r\n`, 'latin1'), commands };
 }
 
 /** `<command> <key> <flags> <exptime> <bytes> [<cas>] [noreply]\r\n<value>\r\n`. */
@@ -300,7 +334,8 @@ export interface MetaReturnFlags {
 export type TextReply =
   | {
       readonly type: 'value';
-      readonly key: string;
+      /** The key's bytes as the server sent them (a view of the chunk). */
+      readonly key: Buffer;
       readonly flags: number;
       readonly cas?: bigint;
       readonly value: Buffer;
@@ -315,7 +350,7 @@ export type TextReply =
 
 /** A value header whose data has not all arrived yet. */
 type ValueHead =
-  | { readonly type: 'value'; readonly key: string; readonly flags: number; readonly cas?: bigint }
+  | { readonly type: 'value'; readonly key: Buffer; readonly flags: number; readonly cas?: bigint }
   | { readonly type: 'meta'; readonly flags: MetaReturnFlags };
 
 /** Where the parser stopped. */
@@ -334,6 +369,10 @@ const STATUSES: ReadonlySet<string> = new Set<TextStatus>([
   'RESET',
 ]);
 const META_CODES: ReadonlySet<string> = new Set<MetaCode>(['HD', 'VA', 'EN', 'NS', 'EX', 'NF', 'MN']);
+
+const EMPTY = Buffer.alloc(0);
+/** Every `END` is this one (frozen) object: replies are only read. */
+const END: TextReply = Object.freeze({ type: 'end' });
 
 function garbage(what: string, line?: string): MemcacheError {
   const shown = line === undefined ? '' : `: ${JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}…` : line)}`;
@@ -425,6 +464,11 @@ function parseMetaFlags(tokens: readonly string[], from: number, text: string): 
  */
 export class TextReplyParser {
   #state: ParserState = { kind: 'line', parts: [], have: 0 };
+  // The last VALUE line read by #valueLine (scratch, to allocate nothing for a line that is all bytes).
+  #key: Buffer = EMPTY;
+  #flags = 0;
+  #bytes = 0;
+  #cas: bigint | undefined;
 
   /** True when the parser is between replies (nothing partial buffered). */
   get idle(): boolean {
@@ -462,20 +506,117 @@ export class TextReplyParser {
         if (state.have > MAX_REPLY_LINE) throw garbage(`a line longer than ${MAX_REPLY_LINE} bytes`);
         return;
       }
-      let lineBuf: Buffer;
+      // The line is buf[start, end) without its CRLF: in the chunk, or joined from the pieces of earlier chunks.
+      let buf: Buffer;
+      let start: number;
+      let end: number;
       if (state.have === 0) {
-        lineBuf = chunk.subarray(pos, nl);
+        buf = chunk;
+        start = pos;
+        end = nl;
       } else {
         state.parts.push(chunk.subarray(pos, nl));
-        lineBuf = Buffer.concat(state.parts, state.have + nl - pos);
+        buf = Buffer.concat(state.parts, state.have + nl - pos);
+        start = 0;
+        end = buf.length;
         state.parts = [];
         state.have = 0;
       }
       pos = nl + 1;
-      if (lineBuf.length > MAX_REPLY_LINE) throw garbage(`a line longer than ${MAX_REPLY_LINE} bytes`);
-      const end = lineBuf.length > 0 && lineBuf[lineBuf.length - 1] === CR ? lineBuf.length - 1 : lineBuf.length;
-      this.#line(lineBuf.toString('latin1', 0, end), emit);
+      if (end - start > MAX_REPLY_LINE) throw garbage(`a line longer than ${MAX_REPLY_LINE} bytes`);
+      if (end > start && buf[end - 1] === CR) end--;
+      const first = buf[start];
+      if (first === 0x56 && this.#valueLine(buf, start, end)) {
+        // VALUE: its data, when all of it is in this chunk, is emitted at once (no state change).
+        const need = this.#bytes + 2;
+        if (len - pos >= need) {
+          const n = pos + need - 2;
+          if (chunk[n] !== CR || chunk[n + 1] !== LF) throw garbage('value not followed by CRLF');
+          const value = chunk.subarray(pos, n);
+          pos += need;
+          const cas = this.#cas;
+          emit(
+            cas === undefined
+              ? { type: 'value', key: this.#key, flags: this.#flags, value }
+              : { type: 'value', key: this.#key, flags: this.#flags, cas, value },
+          );
+        } else {
+          const head: ValueHead =
+            this.#cas === undefined
+              ? { type: 'value', key: this.#key, flags: this.#flags }
+              : { type: 'value', key: this.#key, flags: this.#flags, cas: this.#cas };
+          this.#expect(head, this.#bytes);
+        }
+        this.#key = EMPTY;
+        continue;
+      }
+      if (first === 0x45 && end - start === 3 && buf[start + 1] === 0x4e && buf[start + 2] === 0x44) {
+        emit(END);
+        continue;
+      }
+      this.#line(buf.toString('latin1', start, end), emit);
     }
+  }
+
+  /**
+   * Reads `VALUE <key> <flags> <bytes> [<cas>]` from `buf[start, end)` into the scratch fields, as bytes. False when
+   * the line is not exactly that (single spaces, decimal numbers in range): the general path then reads it, and
+   * rejects it with the precise error.
+   */
+  #valueLine(buf: Buffer, start: number, end: number): boolean {
+    // "VALUE "
+    if (
+      end - start < 11 ||
+      buf[start + 1] !== 0x41 ||
+      buf[start + 2] !== 0x4c ||
+      buf[start + 3] !== 0x55 ||
+      buf[start + 4] !== 0x45 ||
+      buf[start + 5] !== 0x20
+    ) {
+      return false;
+    }
+    const keyStart = start + 6;
+    let at = keyStart;
+    while (at < end && buf[at] !== 0x20) at++;
+    if (at === keyStart || at === end) return false;
+    const keyEnd = at;
+    // flags: at most 15 digits (parseSafeUint), at most 2^32 - 1
+    let flags = 0;
+    let digits = 0;
+    for (at++; at < end; at++) {
+      const d = buf[at]! - 48;
+      if (d < 0 || d > 9) break;
+      flags = flags * 10 + d;
+      digits++;
+    }
+    if (digits === 0 || digits > 15 || flags > 0xffffffff || at === end || buf[at] !== 0x20) return false;
+    let bytes = 0;
+    digits = 0;
+    for (at++; at < end; at++) {
+      const d = buf[at]! - 48;
+      if (d < 0 || d > 9) break;
+      bytes = bytes * 10 + d;
+      digits++;
+    }
+    if (digits === 0 || digits > 15) return false;
+    let cas: bigint | undefined;
+    if (at < end) {
+      // " <cas unique>": 1 to 20 digits, at most 2^64 - 1 (gets, gats)
+      if (buf[at] !== 0x20) return false;
+      const casStart = at + 1;
+      for (at = casStart; at < end; at++) {
+        const d = buf[at]! - 48;
+        if (d < 0 || d > 9) return false;
+      }
+      if (end === casStart || end - casStart > 20) return false;
+      cas = BigInt(buf.toString('latin1', casStart, end));
+      if (cas > 0xffffffffffffffffn) return false;
+    }
+    this.#key = buf.subarray(keyStart, keyEnd);
+    this.#flags = flags;
+    this.#bytes = bytes;
+    this.#cas = cas;
+    return true;
   }
 
   #finishValue(head: ValueHead, data: Buffer, emit: (reply: TextReply) => void): void {
@@ -515,10 +656,8 @@ export class TextReplyParser {
           cas = parseU64(t[4]);
           if (cas === undefined) throw garbage('bad VALUE cas', text);
         }
-        this.#expect(
-          cas === undefined ? { type: 'value', key: t[1], flags } : { type: 'value', key: t[1], flags, cas },
-          bytes,
-        );
+        const key = Buffer.from(t[1], 'latin1');
+        this.#expect(cas === undefined ? { type: 'value', key, flags } : { type: 'value', key, flags, cas }, bytes);
         return;
       }
       case 'VA': {
@@ -531,7 +670,7 @@ export class TextReplyParser {
       }
       case 'END':
         if (sp >= 0) break;
-        emit({ type: 'end' });
+        emit(END);
         return;
       case 'STAT': {
         // STAT <name> <value…>

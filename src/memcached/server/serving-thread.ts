@@ -10,7 +10,7 @@ import { type AddressInfo, createServer, type Server, type Socket } from 'node:n
 import { createLogger, type Logger } from '../../net/logger.ts';
 import { closeServer, listenTcp } from '../../net/reuse-port.ts';
 import { ItemStore, type StoreShared } from '../store/item-store.ts';
-import { resetThreadStats, threadStatsRow } from '../store/thread-stats.ts';
+import { resetThreadStats, TS, threadStatsRow } from '../store/thread-stats.ts';
 import { Connection, type ConnectionHost } from './connection.ts';
 import type { MemcachedSettings } from './settings.ts';
 import { generalStats, itemsStats, type StatsSource, settingsStats, sizesStats, slabsStats } from './stats-report.ts';
@@ -132,7 +132,11 @@ export class ServingThread implements ConnectionHost {
     const idle = this.settings.idleTimeout;
     if (idle > 0) {
       const limit = Date.now() - idle * 1000;
-      for (const conn of this.connections) if (conn.lastCommandAt < limit) conn.socket.destroy();
+      for (const conn of this.connections) {
+        if (conn.lastCommandAt >= limit) continue;
+        this.store.stats[TS.idle_kicks]!++;
+        conn.socket.destroy();
+      }
     }
   }
 

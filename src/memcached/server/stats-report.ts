@@ -86,7 +86,7 @@ export function generalStats(src: StatsSource): Pairs {
     ['store_no_memory', n(t[TS.store_no_memory])],
     ['auth_cmds', n(t[TS.auth_cmds])],
     ['auth_errors', n(t[TS.auth_errors])],
-    ...(settings.idleTimeout ? ([['idle_kicks', '0']] as Pairs) : []),
+    ...(settings.idleTimeout ? ([['idle_kicks', n(t[TS.idle_kicks])]] as Pairs) : []),
     ['bytes_read', n(t[TS.bytes_read])],
     ['bytes_written', n(t[TS.bytes_written])],
     ['limit_maxbytes', String(g.pageLimit * 1024 * 1024)],

@@ -40,6 +40,7 @@ export const THREAD_STAT_NAMES = [
   'cmd_meta',
   'response_obj_oom',
   'read_buf_oom',
+  'idle_kicks',
 ] as const;
 
 /** A counter's name. */
