@@ -44,13 +44,13 @@ function run(args: string[], opts: { untilStdout?: RegExp; timeoutMs?: number } 
   return { child, exited, ready, out: () => stdout, err: () => stderr };
 }
 
-function ask(port: number, request: string): Promise<string> {
+function ask(port: number, request: string, terminator = '\r\n'): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(port, '127.0.0.1', () => s.write(request));
     let data = '';
     s.on('data', (d) => {
       data += d;
-      if (data.endsWith('\r\n')) {
+      if (data.endsWith(terminator)) {
         s.end();
         resolve(data);
       }
@@ -100,13 +100,15 @@ describe('sharenothing CLI', () => {
     assert.equal(await r.exited, 0);
   });
 
-  it('up starts two cache nodes, prints their addresses and stops on SIGINT', async () => {
+  it('up starts two cache nodes and a job server, prints their addresses and stops on SIGINT', async () => {
     const base = 20000 + Math.floor(Math.random() * 10000);
     const r = run(['up', '--port-base', String(base)], { untilStdout: /Ctrl-C/ });
     await r.ready;
     assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base}`));
     assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base + 1}`));
     assert.equal(await ask(base + 1, 'version\r\n'), 'VERSION 1.6.18\r\n');
+    assert.match(r.out(), new RegExp(`gearmand   127\\.0\\.0\\.1:${base + 2}`));
+    assert.match(await ask(base + 2, 'version\n', '\n'), /^OK /);
     r.child.kill('SIGINT');
     assert.equal(await r.exited, 0);
   });

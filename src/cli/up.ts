@@ -1,15 +1,18 @@
 /**
- * `sharenothing up`: the whole stack on one machine, on loopback, with embedded defaults.
+ * `sharenothing up`: the whole stack on one machine (so far: two cache nodes and a job server), on loopback, with embedded defaults.
  *
  * @module
  */
 
+import { GearmanServer } from '../gearman/server/server.ts';
 import { MemcachedServer } from '../memcached/server/server.ts';
 import { createLogger } from '../net/logger.ts';
 import { installShutdownHandlers } from '../net/shutdown.ts';
 
 /** Default ports of the local stack's two cache nodes. */
 export const UP_CACHE_PORTS = [11211, 11212] as const;
+/** Default port of the local stack's job server (gearmand's). */
+export const UP_GEARMAN_PORT = 4730;
 
 /** Starts the local stack and prints every address; runs until SIGINT/SIGTERM. */
 export async function runUp(args: string[]): Promise<number | undefined> {
@@ -36,12 +39,22 @@ export async function runUp(args: string[]): Promise<number | undefined> {
     }
     caches.push(server);
   }
+  const gearmanPort = basePort === undefined ? UP_GEARMAN_PORT : basePort + 2;
+  const jobs = new GearmanServer({ port: gearmanPort, listen: [host], logger });
+  try {
+    await jobs.listen();
+  } catch (err) {
+    process.stderr.write(`sharenothing up: cannot listen on ${host}:${gearmanPort}: ${(err as Error).message}\n`);
+    await Promise.all(caches.map((c) => c.close(0)));
+    return 71;
+  }
   process.stdout.write('sharenothing is up:\n');
   for (const c of caches) process.stdout.write(`  memcached  ${host}:${c.address!.port}\n`);
+  process.stdout.write(`  gearmand   ${host}:${jobs.address!.port}\n`);
   process.stdout.write('Ctrl-C stops it.\n');
   installShutdownHandlers({
     close: async (deadlineMs) => {
-      await Promise.all(caches.map((c) => c.close(deadlineMs)));
+      await Promise.all([...caches.map((c) => c.close(deadlineMs)), jobs.close(deadlineMs)]);
     },
     logger,
   });
