@@ -78,11 +78,14 @@ function parseText(chunks: Buffer[]): TextReply[] {
   return replies;
 }
 
-/** Replies with their Buffers as strings, for deepEqual. */
+/** Replies with their Buffers (values, keys) as strings, for deepEqual. */
 function plain(replies: readonly TextReply[]): unknown[] {
-  return replies.map((r) =>
-    'value' in r && Buffer.isBuffer(r.value) ? { ...r, value: r.value.toString('latin1') } : (r as unknown),
-  );
+  return replies.map((r) => {
+    if (!('value' in r) || !Buffer.isBuffer(r.value)) return r as unknown;
+    return r.type === 'value'
+      ? { ...r, key: r.key.toString('latin1'), value: r.value.toString('latin1') }
+      : { ...r, value: r.value.toString('latin1') };
+  });
 }
 
 const TEXT_FIXTURES: [string, string, unknown[]][] = [

@@ -100,12 +100,14 @@ export interface MemcacheClientOptions {
   /** How long a namespace version read is reused (default 0: read with every operation). */
   namespaceVersionTtlMs?: number;
   /**
-   * Send the single {@link MemcacheClient.get}s made for one server before its connection writes them (within one
-   * event loop turn, or while it connects) as one multi-key `get k1 k2 …` — libmemcached's "implicit multi-get"
-   * (default true). The server then answers one request instead of many: with many gets in flight this is
-   * several times less work for memcached's worker thread. Each call keeps its own result, timeout and abort
-   * signal; a key asked for twice is sent twice. Only plain `get` is coalesced (`gets`, `gat`, `getItem`,
-   * `getOrSet`, … are sent as they are). The `diagnostics_channel` still sees one `get` command per call.
+   * Send concurrent single {@link MemcacheClient.get}s for one server as one multi-key `get k1 k2 …` —
+   * libmemcached's "implicit multi-get" (default true): the gets made before the connection writes (within one
+   * event loop turn, or while it connects), up to 16 per request. The server then parses one line and ends one
+   * reply instead of one per get: with many gets in flight that is much less work for memcached's worker thread.
+   * Each call keeps its own result, timeout and abort signal; a key asked for twice is sent twice; requests still go
+   * out in call order (a get made after a `set` is not merged into a get before it). Only plain `get` is coalesced
+   * (`gets`, `gat`, `getItem`, `getOrSet`, … are sent as they are). `diagnostics_channel` still sees one `get` per
+   * call.
    */
   coalesceGets?: boolean;
 }
@@ -313,6 +315,9 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
 
 /**
  * A memcached cluster client.
+ *
+ * Commands to one server share one pipelined connection and go out in call order; concurrent single `get`s to one
+ * server are sent as one multi-key `get` (see {@link MemcacheClientOptions.coalesceGets}).
  *
  * @example
  * import { MemcacheClient } from 'sharenothing/memcached';
@@ -692,39 +697,38 @@ export class MemcacheClient {
    */
   get<T = unknown>(key: string, options: GetOptions<T> = {}): Promise<T | undefined> {
     // Not async: the common case (no loader, no failover, coalesced) makes one promise, settled by the reply.
-    let ref: KeyRef;
     try {
-      ref = this.#ref(key, options.groupKey);
-      const local = this.#local?.get(ref.id);
-      if (local !== undefined) return Promise.resolve(this.#decode<T>(local));
+      const ref = this.#ref(key, options.groupKey);
+      const local = this.#local;
+      const cached = local?.get(ref.id);
+      if (cached !== undefined) return Promise.resolve(this.#decode<T>(cached));
+      const nodes = this.#nodes;
+      if (
+        nodes === undefined ||
+        nodes.length === 0 ||
+        options.loader !== undefined ||
+        !this.#o.coalesceGets ||
+        this.#o.failover ||
+        this.#closed !== undefined ||
+        this.#destroyed
+      ) {
+        return this.#getAsync(ref, options);
+      }
+      const index = this.#route(nodes, ref.route);
+      const map =
+        local === undefined
+          ? (this.#decodeHit as (item: RawItem | undefined) => T | undefined)
+          : (item: RawItem | undefined): T | undefined => {
+              if (item === undefined) return undefined;
+              const entry = this.#entry(item);
+              const value = this.#decode<T>(entry);
+              local.set(ref.id, entry);
+              return value;
+            };
+      return nodes[index]!.get(ref.id, options, this.#preludeFor(index), map);
     } catch (err) {
       return Promise.reject(err);
     }
-    const nodes = this.#nodes;
-    if (
-      nodes === undefined ||
-      nodes.length === 0 ||
-      options.loader !== undefined ||
-      !this.#o.coalesceGets ||
-      this.#o.failover ||
-      this.#closed !== undefined ||
-      this.#destroyed
-    ) {
-      return this.#getAsync(ref, options);
-    }
-    const index = this.#route(nodes, ref.route);
-    const local = this.#local;
-    const map =
-      local === undefined
-        ? (this.#decodeHit as (item: RawItem | undefined) => T | undefined)
-        : (item: RawItem | undefined): T | undefined => {
-            if (item === undefined) return undefined;
-            const entry = this.#entry(item);
-            const value = this.#decode<T>(entry);
-            local.set(ref.id, entry);
-            return value;
-          };
-    return nodes[index]!.get(ref.id, options, this.#preludeFor(index), map);
   }
 
   async #getAsync<T>(ref: KeyRef, options: GetOptions<T>): Promise<T | undefined> {

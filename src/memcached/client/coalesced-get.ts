@@ -102,7 +102,7 @@ export class CoalescedGet implements Pending {
    * every caller has left is dropped from the queue, unwritten, at the next flush).
    */
   get joinable(): boolean {
-    return this.#state === 'queued' && this.#callers.length < MAX_COALESCED_KEYS;
+    return this.#state === 'queued' && this.#waiting > 0 && this.#callers.length < MAX_COALESCED_KEYS;
   }
 
   /**

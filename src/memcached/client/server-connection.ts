@@ -621,6 +621,11 @@ export class ServerConnection {
       if (this.#closing) this.failQueued(reason);
       this.#o.events.lost(this, reason, inFlight || reason.code === 'MEMCACHED_ERR_PROTOCOL');
     }
+    // Nothing left to wait for: the deadline timer must not keep the process alive (it fires once, harmlessly).
+    if (this.#queue.length === 0 && this.#refed) {
+      this.#refed = false;
+      this.#timer?.unref();
+    }
     this.#checkDrained();
   }
 }
