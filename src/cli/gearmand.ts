@@ -4,7 +4,6 @@
  * @module
  */
 
-import { execFileSync } from 'node:child_process';
 import { openSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { gearmanMetrics } from '../gearman/server/metrics.ts';
@@ -18,6 +17,7 @@ import {
 import { startAdminServer } from '../net/admin-server.ts';
 import { createLogger, type Logger, type LogLevel, silentLogger } from '../net/logger.ts';
 import { MetricsRegistry } from '../net/metrics.ts';
+import { switchUser } from '../net/privileges.ts';
 import { installShutdownHandlers } from '../net/shutdown.ts';
 
 const HELP = `sharenothing gearmand: a gearmand ${GEARMAND_VERSION}-compatible job server
@@ -148,7 +148,7 @@ export async function runGearmand(args: string[]): Promise<number | undefined> {
   }
   if (settings.user !== undefined) {
     try {
-      switchUser(settings.user);
+      switchUser(settings.user, { requireRoot: true });
     } catch (err) {
       process.stderr.write(
         `sharenothing gearmand: Could not switch to user ${settings.user}: ${(err as Error).message}\n`,
@@ -166,21 +166,4 @@ export async function runGearmand(args: string[]): Promise<number | undefined> {
   }
   logger.info('listening', { host: address.address, port: address.port });
   return undefined;
-}
-
-/**
- * gearmand's `-u`: switch to `user` (and its primary group) once the port is bound. gearmand refuses `-u` when not
- * started as root ("Must be root to switch users."); so do we, unless `user` is who we already are.
- */
-function switchUser(user: string): void {
-  if (process.getuid?.() !== 0) {
-    const me = execFileSync('id', ['-un'], { encoding: 'utf8' }).trim();
-    if (me === user) return;
-    throw new Error('Must be root to switch users.');
-  }
-  if (user === 'root') return;
-  const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
-  process.setgroups?.([]);
-  process.setgid!(gid);
-  process.setuid!(user);
 }

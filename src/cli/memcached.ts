@@ -4,13 +4,13 @@
  * @module
  */
 
-import { execFileSync } from 'node:child_process';
 import { MemcachedServer } from '../memcached/server/server.ts';
 import { MEMCACHED_VERSION } from '../memcached/server/serving-thread.ts';
 import { parseMemcachedArgs, SettingsError } from '../memcached/server/settings.ts';
 import { startAdminServer } from '../net/admin-server.ts';
 import { createLogger } from '../net/logger.ts';
 import { MetricsRegistry } from '../net/metrics.ts';
+import { switchUser } from '../net/privileges.ts';
 import { installShutdownHandlers } from '../net/shutdown.ts';
 import { memcachedMetrics } from './memcached-metrics.ts';
 
@@ -90,7 +90,7 @@ export async function runMemcached(args: string[]): Promise<number | undefined> 
   }
   if (settings.user !== undefined) {
     try {
-      dropPrivileges(settings.user);
+      switchUser(settings.user);
     } catch (err) {
       process.stderr.write(
         `sharenothing memcached: can't switch to user ${settings.user}: ${(err as Error).message}\n`,
@@ -108,15 +108,4 @@ export async function runMemcached(args: string[]): Promise<number | undefined> 
   }
   logger.info('listening', { host: address.address, port: address.port });
   return undefined;
-}
-
-/**
- * memcached's `-u`: a daemon started as root switches to `user` (and its primary group) once its ports are bound.
- * Not root: nothing to do, as memcached ignores `-u` then. Worker threads share the process's credentials.
- */
-export function dropPrivileges(user: string): void {
-  if (process.getuid?.() !== 0 || user === 'root') return;
-  const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
-  process.setgid!(gid);
-  process.setuid!(user);
 }

@@ -52,6 +52,7 @@ export {
   MetricsRegistry,
   PROMETHEUS_CONTENT_TYPE,
 } from './metrics.ts';
+export { switchUser } from './privileges.ts';
 export {
   type CloseServerOptions,
   closeServer,
