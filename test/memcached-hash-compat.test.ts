@@ -32,25 +32,11 @@ import {
   type DistributionServer,
 } from '../src/memcached/client/hash-ring.ts';
 import { MemcachedServer } from '../src/memcached/server/server.ts';
+import { missing } from './helpers/memcached-real.ts';
 
 const PHP = '/usr/bin/php';
 const PERL = '/usr/bin/perl';
 const KEY_COUNT = 10_000;
-
-/** What the skip-or-fail rule needs from a `node:test` context. */
-interface SkippableContext {
-  skip(message?: string): void;
-  diagnostic(message: string): void;
-}
-
-/** Skips visibly, or throws when `CI=true` (a missing package in CI is a failure, not a skip). */
-function missing(t: SkippableContext, what: string): void {
-  const message = `${what} not installed`;
-  if (process.env.CI === 'true')
-    throw new Error(`${message} (CI=true: install the Debian package; tests may not skip)`);
-  t.diagnostic(`SKIPPED: ${message}`);
-  t.skip(message);
-}
 
 function phpMemcachedInstalled(): boolean {
   return spawnSync(PHP, ['-r', 'exit(extension_loaded("memcached") ? 0 : 1);']).status === 0;
@@ -259,7 +245,10 @@ describe('key distribution matches the real clients (10,000 keys)', () => {
     ports.map((port, i) => (weights ? { host: '127.0.0.1', port, weight: weights[i]! } : { host: '127.0.0.1', port }));
 
   it('php-memcached (OPT_LIBKETAMA_COMPATIBLE, modula) picks the same server as ours', async (t) => {
-    if (!phpMemcachedInstalled()) return missing(t, 'php-memcached');
+    if (!phpMemcachedInstalled()) {
+      missing(t, 'php-memcached');
+      return;
+    }
     const ketama = { OPT_LIBKETAMA_COMPATIBLE: true };
     const defaultPort = [1, 2, 3].map((n) => ({ host: `10.0.1.${n}`, port: 11211 }));
     const runs: Run[] = [
@@ -385,7 +374,10 @@ describe('key distribution matches the real clients (10,000 keys)', () => {
   });
 
   it('Cache::Memcached (Perl) stores every key where ours puts it', async (t) => {
-    if (!perlCacheMemcachedInstalled()) return missing(t, 'Cache::Memcached (libcache-memcached-perl)');
+    if (!perlCacheMemcachedInstalled()) {
+      missing(t, 'Cache::Memcached (libcache-memcached-perl)');
+      return;
+    }
     const runs: Run[] = [
       { name: 'crc32, 3 servers', servers: live(), mode: 'crc32', set: true, prefix: 'pl1:' },
       { name: 'crc32, weights 1,2,3', servers: live([1, 2, 3]), mode: 'crc32', set: true, prefix: 'pl2:' },

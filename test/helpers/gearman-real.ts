@@ -6,12 +6,10 @@
  * @module
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { type Daemon, startDaemon } from './daemon.ts';
 import { inCI, requirePackage, requireTool, type SkippableContext, toolAvailable } from './memcached-real.ts';
 
 export { inCI, requirePackage, requireTool, type SkippableContext, toolAvailable };
@@ -24,31 +22,7 @@ export const GEARMAN_BIN = '/usr/bin/gearman';
 export const GEARADMIN_BIN = '/usr/bin/gearadmin';
 
 /** A running real gearmand. */
-export interface RealGearmand {
-  readonly port: number;
-  readonly child: ChildProcess;
-  /** What it wrote on stderr so far. */
-  stderr(): string;
-  /** Kills it and waits for the exit (idempotent). */
-  stop(): Promise<void>;
-}
-
-const children = new Set<ChildProcess>();
-// Never leave a gearmand behind, even when a test forgets its cleanup.
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
+export type RealGearmand = Daemon;
 
 /**
  * Spawns `gearmand --port <p> --listen 127.0.0.1 --job-handle-prefix H:test ...flags` on a random port below 32768
@@ -57,71 +31,23 @@ function canConnect(port: number): Promise<boolean> {
  */
 export async function startRealGearmand(flags: readonly string[] = []): Promise<RealGearmand> {
   if (!toolAvailable(GEARMAND_BIN)) throw new Error(`${GEARMAND_BIN} not installed`);
-  let lastError = '';
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    if (await canConnect(port)) continue;
-    const pidFile = join(tmpdir(), `sharenothing-gearmand-${process.pid}-${port}.pid`);
-    const child = spawn(
-      GEARMAND_BIN,
-      [
-        '--port',
-        String(port),
-        '--listen',
-        '127.0.0.1',
-        '--log-file',
-        'stderr',
-        '--pid-file',
-        pidFile,
-        '--job-handle-prefix',
-        'H:test',
-        ...flags,
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    children.add(child);
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const exited = new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve();
-      else child.once('exit', () => resolve());
-    });
-    child.once('exit', () => children.delete(child));
-    child.once('error', (err) => {
-      stderr += String(err);
-    });
-    const deadline = Date.now() + 5000;
-    let up = false;
-    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-      if (await canConnect(port)) {
-        up = true;
-        break;
-      }
-      await sleep(10);
-    }
-    if (up && child.exitCode === null) {
-      let stopping: Promise<void> | undefined;
-      return {
-        port,
-        child,
-        stderr: () => stderr,
-        stop: () => {
-          stopping ??= (async () => {
-            if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-            await exited;
-            rmSync(pidFile, { force: true });
-          })();
-          return stopping;
-        },
-      };
-    }
-    child.kill('SIGKILL');
-    await exited;
-    rmSync(pidFile, { force: true });
-    lastError = stderr.trim() || `exit code ${child.exitCode}`;
-    if (!/address already in use|bind/i.test(lastError)) break;
-  }
-  throw new Error(`could not start ${GEARMAND_BIN} ${flags.join(' ')}: ${lastError}`);
+  const pidFile = (port: number) => join(tmpdir(), `sharenothing-gearmand-${process.pid}-${port}.pid`);
+  return startDaemon({
+    bin: GEARMAND_BIN,
+    args: (port) => [
+      '--port',
+      String(port),
+      '--listen',
+      '127.0.0.1',
+      '--log-file',
+      'stderr',
+      '--pid-file',
+      pidFile(port),
+      '--job-handle-prefix',
+      'H:test',
+      ...flags,
+    ],
+    retryOn: /address already in use|bind/i,
+    cleanup: (port) => rmSync(pidFile(port), { force: true }),
+  });
 }

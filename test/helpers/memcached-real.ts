@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import dc from 'node:diagnostics_channel';
 import { accessSync, constants } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -13,6 +13,7 @@ import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MemcachedServer, type MemcachedServerOptions } from '../../src/memcached/server/server.ts';
 import { parseMemcachedArgs } from '../../src/memcached/server/settings.ts';
+import { type Daemon, startDaemon } from './daemon.ts';
 
 /** Where Debian's `memcached` package puts the daemon. */
 export const MEMCACHED_BIN = '/usr/bin/memcached';
@@ -28,7 +29,8 @@ export function inCI(): boolean {
   return process.env.CI === 'true';
 }
 
-function missing(t: SkippableContext, name: string): false {
+/** The skip-or-fail rule: skips visibly with the reason, or throws when `CI=true`. */
+export function missing(t: SkippableContext, name: string): false {
   const message = `${name} not installed`;
   if (inCI()) throw new Error(`${message} (CI=true: install the Debian package; tests may not skip in CI)`);
   t.diagnostic(`SKIPPED: ${message}`);
@@ -69,88 +71,20 @@ export function requirePackage(t: SkippableContext, pkg: string): boolean {
 }
 
 /** A running real memcached. */
-export interface RealMemcached {
-  readonly port: number;
-  readonly child: ChildProcess;
-  /** Kills the daemon and waits for it to exit (idempotent). */
-  stop(): Promise<void>;
-}
-
-const children = new Set<ChildProcess>();
-// A safety net: never leave a memcached behind, even when a test forgets its cleanup or the runner is killed.
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
+export type RealMemcached = Daemon;
 
 /**
  * Spawns `/usr/bin/memcached -u root -U 0 -l 127.0.0.1 -p <port> ...flags` on a random port in 20000–32000
- * (memcached cannot be told to pick a free port, and its `-p 0` is not portable), retrying on another port when the
- * daemon exits early (port taken), and resolves once it accepts connections.
+ * (memcached cannot be told to pick a free port, and its `-p 0` is not portable) and resolves once it accepts
+ * connections.
  */
 export async function startRealMemcached(flags: readonly string[] = []): Promise<RealMemcached> {
   if (!toolAvailable(MEMCACHED_BIN)) throw new Error(`${MEMCACHED_BIN} not installed`);
-  let lastError = '';
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    // Something else (maybe a previous attempt's daemon, or one of our servers) is there already.
-    if (await canConnect(port)) continue;
-    const child = spawn(MEMCACHED_BIN, ['-u', 'root', '-U', '0', '-l', '127.0.0.1', '-p', String(port), ...flags], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    children.add(child);
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const exited = new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve();
-      else child.once('exit', () => resolve());
-    });
-    child.once('exit', () => children.delete(child));
-    child.once('error', (err) => {
-      stderr += String(err);
-    });
-    const deadline = Date.now() + 5000;
-    let up = false;
-    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-      if (await canConnect(port)) {
-        up = true;
-        break;
-      }
-      await sleep(10);
-    }
-    if (up && child.exitCode === null) {
-      let stopping: Promise<void> | undefined;
-      return {
-        port,
-        child,
-        stop: () => {
-          stopping ??= (async () => {
-            if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-            await exited;
-          })();
-          return stopping;
-        },
-      };
-    }
-    child.kill('SIGKILL');
-    await exited;
-    lastError = stderr.trim() || `exit code ${child.exitCode}`;
-    // memcached refusing its flags is not a port problem: do not retry.
-    if (!/address already in use|failed to listen/i.test(lastError)) break;
-  }
-  throw new Error(`could not start ${MEMCACHED_BIN} ${flags.join(' ')}: ${lastError}`);
+  return startDaemon({
+    bin: MEMCACHED_BIN,
+    args: (port) => ['-u', 'root', '-U', '0', '-l', '127.0.0.1', '-p', String(port), ...flags],
+    retryOn: /address already in use|failed to listen/i,
+  });
 }
 
 /** Our server, started in-process on a free loopback port. */
