@@ -75,9 +75,12 @@ describe('sharenothing gearmand', () => {
     assert.equal(await r.exited, 64);
     assert.match(r.err(), /only -t 0 or -t 1 is supported\. Job routing runs in one thread by design/);
     const cases: Array<[string[], RegExp]> = [
-      [['-q', 'libsqlite3'], /libsqlite3: not supported yet/],
-      [['--libsqlite3-db', '/tmp/x.db'], /libsqlite3 queue is not supported yet/],
-      [['--mysql-host', 'db'], /MySQL queue is not supported yet/],
+      [['-q', 'libsqlite3'], /missing required --libsqlite3-db=<dbfile> argument/],
+      [['-q', 'MySQL'], /-q MySQL needs --mysql-db/],
+      [['-q', 'redis'], /--queue-type redis: not supported/],
+      [['--redis-server', 'x'], /the redis queue is not supported/],
+      [['--store-queue-on-shutdown'], /--store-queue-on-shutdown is not supported: every background job is committed/],
+      [['--mysql-port', '0'], /--mysql-port: 0 is out of range/],
       [['-q', 'none'], /Unknown queue none/],
       [['-d'], /daemon mode \(-d\) is not supported/],
       [['-f', '1024'], /ulimit -n/],
@@ -123,7 +126,25 @@ describe('sharenothing gearmand', () => {
       '--verbose',
       'INFO',
       '-q',
-      'builtin',
+      'mysql',
+      '--libsqlite3-db=q.db',
+      '--libsqlite3-table',
+      'qt',
+      '--mysql-host',
+      'db.local',
+      '--mysql-port=3307',
+      '--mysql-user',
+      'gm',
+      '--mysql-password',
+      'pw',
+      '--mysql-db',
+      'gdb',
+      '--mysql-table',
+      'jobs',
+      '--libpq-conninfo',
+      'host=x dbname=y',
+      '--libpq-table',
+      'pq',
       '--config-file',
       config,
       '--max-packet-size',
@@ -133,6 +154,19 @@ describe('sharenothing gearmand', () => {
       ':9000',
     ]);
     assert.equal(settings.port, 4731);
+    assert.equal(settings.queueType, 'MySQL');
+    assert.deepEqual(settings.queue, {
+      libsqlite3Db: 'q.db',
+      libsqlite3Table: 'qt',
+      mysqlHost: 'db.local',
+      mysqlPort: 3307,
+      mysqlUser: 'gm',
+      mysqlPassword: 'pw',
+      mysqlDb: 'gdb',
+      mysqlTable: 'jobs',
+      libpqConninfo: 'host=x dbname=y',
+      libpqTable: 'pq',
+    });
     assert.deepEqual(settings.listen, ['127.0.0.1', '::1']);
     assert.equal(settings.threads, 0);
     assert.equal(settings.exceptions, true);

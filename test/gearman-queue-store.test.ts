@@ -48,9 +48,9 @@ class RecordingStore implements QueueStore {
     });
   }
 
-  done(unique: string, functionName: string): void | Promise<void> {
-    this.calls.push(`done ${functionName} ${unique}`);
-    this.jobs.delete(`${functionName}\0${unique}`);
+  done(job: StoredJob): void | Promise<void> {
+    this.calls.push(`done ${job.functionName} ${job.unique}`);
+    this.jobs.delete(`${job.functionName}\0${job.unique}`);
     if (this.failDone) return Promise.reject(new Error('gone'));
   }
 
@@ -217,7 +217,7 @@ describe('gearman persistent queue interface', () => {
     const builtin = new BuiltinQueueStore();
     assert.equal(builtin.durable, false);
     builtin.add({ unique: 'u', functionName: 'f', data: Buffer.alloc(0), priority: 1, whenToRun: 0 });
-    builtin.done('u', 'f');
+    builtin.done({ unique: 'u', functionName: 'f', data: Buffer.alloc(0), priority: 1, whenToRun: 0 });
     const replayed: StoredJob[] = [];
     builtin.replay((job) => replayed.push(job));
     builtin.close();

@@ -7,7 +7,7 @@
 import { openSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { gearmanMetrics } from '../gearman/server/metrics.ts';
-import { GEARMAND_VERSION, GearmanServer } from '../gearman/server/server.ts';
+import { GEARMAND_VERSION, GearmanServer, QueueOpenError } from '../gearman/server/server.ts';
 import {
   type GearmandCommandLine,
   GearmanSettingsError,
@@ -26,7 +26,14 @@ const HELP = `sharenothing gearmand: a gearmand ${GEARMAND_VERSION}-compatible j
 -L, --listen=<addr>         address to listen on, repeatable (default: all interfaces)
 -b, --backlog=<num>         listen backlog (default: 32)
 -t, --threads=<num>         0 or 1: job routing is single-threaded by design (gearmand's default is 4)
--q, --queue-type=<type>     persistent queue; only builtin (in memory) so far
+-q, --queue-type=<type>     builtin (memory only, default), libsqlite3, MySQL or Postgres: background jobs
+                            are committed before JOB_CREATED and replayed at start
+    --libsqlite3-db=<file>  SQLite file (required with -q libsqlite3)
+    --libsqlite3-table=<t>  table (default: gearman_queue)
+    --mysql-host=<h>        MySQL/MariaDB host (default: localhost); --mysql-port (3306), --mysql-user,
+                            --mysql-password, --mysql-db (required), --mysql-table (default: gearman_queue)
+    --libpq-conninfo=<s>    PostgreSQL conninfo ("host=... dbname=..."; default: libpq's PG* variables)
+    --libpq-table=<t>       table (default: queue)
 -j, --job-retries=<num>     attempts before a job is dropped with WORK_FAIL (default: 0 = no limit)
 -w, --worker-wakeup=<num>   sleeping workers woken per job (default: 0 = all)
 -R, --round-robin           rotate a worker's functions after each job
@@ -130,9 +137,8 @@ export async function runGearmand(args: string[]): Promise<number | undefined> {
     address = await server.listen();
   } catch (err) {
     uninstall();
-    process.stderr.write(
-      `sharenothing gearmand: failed to listen on port ${settings.port}: ${(err as Error).message}\n`,
-    );
+    const what = err instanceof QueueOpenError ? '' : `failed to listen on port ${settings.port}: `;
+    process.stderr.write(`sharenothing gearmand: ${what}${(err as Error).message}\n`);
     return 71;
   }
   if (settings.pidFile !== undefined) {

@@ -128,9 +128,10 @@ export async function openPostgres(
 ): Promise<SqlDatabase> {
   const pg = await loadPeer<PgModule>('pg', 'pg', 'PostgreSQL');
   const pool = new pg.Pool({
-    host: target.socketPath ?? target.host ?? 'localhost',
-    port: target.port ?? 5432,
-    user: target.user ?? 'postgres',
+    // Unset fields fall back to pg's defaults and the PG* environment variables, as libpq's do.
+    host: target.socketPath ?? target.host,
+    port: target.port,
+    user: target.user,
     password: target.password,
     database: target.database,
     max: options.connections ?? 10,

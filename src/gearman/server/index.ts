@@ -37,13 +37,21 @@ export {
   type QueueStore,
   type StoredJob,
 } from './queue-store.ts';
-export { GEARMAND_VERSION, GearmanServer, type GearmanServerOptions } from './server.ts';
+export { GEARMAND_VERSION, GearmanServer, type GearmanServerOptions, QueueOpenError } from './server.ts';
 export {
   defaultGearmanSettings,
   type GearmandCommandLine,
   type GearmanSettings,
   GearmanSettingsError,
   parseGearmandArgs,
+  type QueueOptions,
+  type QueueType,
   VERBOSE_LEVELS,
   type VerboseLevel,
 } from './settings.ts';
+export {
+  createQueueTableSql,
+  queueStoreFor,
+  SqlQueueStore,
+  type SqlQueueStoreOptions,
+} from './sql-queue-store.ts';

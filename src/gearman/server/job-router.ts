@@ -131,8 +131,10 @@ export class Job {
   readonly listeners: Listener[] = [];
   /** The ability running it, or undefined while queued. */
   worker: Ability | undefined;
-  /** Not yet acknowledged: the persistent store's `add` is in progress. */
-  pending = false;
+  /** While the persistent store's `add` is in progress: settles with the submitter's reply. */
+  acknowledged: Promise<SubmitResult> | undefined;
+  /** What the persistent store holds for this job (the same object is handed to `done`). */
+  stored: StoredJob | undefined;
   /** Queue links (intrusive list of its function's queue for its priority). */
   prev: Job | undefined;
   next: Job | undefined;
@@ -409,7 +411,7 @@ export class JobRouter {
    * listener. Resolves asynchronously only when a durable store's `add` does.
    */
   submit(peer: Peer | undefined, req: SubmitRequest): SubmitResult | Promise<SubmitResult> {
-    return this.#submit(peer, req, false);
+    return this.#submit(peer, req, undefined);
   }
 
   /** A job read back from the persistent store at start-up: queued again (already persisted, not stored again). */
@@ -425,11 +427,15 @@ export class JobRouter {
         whenToRun: stored.whenToRun,
         reducer: '',
       },
-      true,
+      stored,
     );
   }
 
-  #submit(peer: Peer | undefined, req: SubmitRequest, replayed: boolean): SubmitResult | Promise<SubmitResult> {
+  #submit(
+    peer: Peer | undefined,
+    req: SubmitRequest,
+    replayed: StoredJob | undefined,
+  ): SubmitResult | Promise<SubmitResult> {
     const fn = this.functionNamed(req.functionName);
     let indexKey: string | undefined;
     let uniqueHash = 0;
@@ -446,9 +452,13 @@ export class JobRouter {
     let existing = indexKey === undefined ? undefined : this.#index.get(indexKey);
     if (existing !== undefined && req.unique === '-' && !existing.data.equals(req.data)) existing = undefined;
     if (existing !== undefined) {
+      // Two stored rows for one job (payload-keyed uniques are stored under distinct keys): keep one.
+      if (replayed !== undefined) this.#forget(replayed, existing.handle);
       this.counters.coalesced++;
       if (req.background) existing.background = true;
       else if (peer !== undefined) this.#attach(peer, existing);
+      // A background submitter is told JOB_CREATED only once the job it joined is committed.
+      if (req.background && existing.acknowledged !== undefined) return existing.acknowledged;
       return { ok: true, handle: existing.handle };
     }
     const limit = fn.maxQueue[req.priority];
@@ -475,13 +485,15 @@ export class JobRouter {
       return { ok: true, handle: job.handle };
     }
     job.persisted = true;
-    if (replayed) {
+    if (replayed !== undefined) {
+      job.stored = replayed;
       this.#enqueue(job);
       return { ok: true, handle: job.handle };
     }
     let added: void | Promise<void>;
     try {
-      added = this.store.add(storedJob(job));
+      job.stored = storedJob(job);
+      added = this.store.add(job.stored);
     } catch (err) {
       return this.#persistFailed(job, err);
     }
@@ -489,16 +501,19 @@ export class JobRouter {
       this.#enqueue(job);
       return { ok: true, handle: job.handle };
     }
-    job.pending = true;
-    return added.then(
+    job.acknowledged = added.then(
       (): SubmitResult => {
-        job.pending = false;
+        job.acknowledged = undefined;
         if (!this.#jobs.has(job.handle)) return { ok: false, code: 'QUEUE_ERROR', text: 'Job was cancelled' };
         this.#enqueue(job);
         return { ok: true, handle: job.handle };
       },
-      (err: unknown) => this.#persistFailed(job, err),
+      (err: unknown) => {
+        job.acknowledged = undefined;
+        return this.#persistFailed(job, err);
+      },
     );
+    return job.acknowledged;
   }
 
   #persistFailed(job: Job, err: unknown): SubmitResult {
@@ -681,17 +696,21 @@ export class JobRouter {
   }
 
   #storeDone(job: Job): void {
-    if (!job.persisted) return;
+    if (!job.persisted || job.stored === undefined) return;
     job.persisted = false;
+    this.#forget(job.stored, job.handle);
+  }
+
+  #forget(stored: StoredJob, handle: string): void {
     try {
-      const done = this.store.done(job.unique, job.fn.name);
+      const done = this.store.done(stored);
       if (done !== undefined) {
         done.catch((err: unknown) =>
-          this.#log.error('persistent queue done failed', { err, queue: this.store.name, handle: job.handle }),
+          this.#log.error('persistent queue done failed', { err, queue: this.store.name, handle }),
         );
       }
     } catch (err) {
-      this.#log.error('persistent queue done failed', { err, queue: this.store.name, handle: job.handle });
+      this.#log.error('persistent queue done failed', { err, queue: this.store.name, handle });
     }
   }
 

@@ -7,14 +7,15 @@
  *  SUBMIT_JOB_BG / _HIGH_BG / _LOW_BG / _EPOCH / REDUCE_BACKGROUND
  *        └─► add(job) ──(resolved)──► JOB_CREATED, job becomes runnable
  *  WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION / `cancel job` / retries exhausted
- *        └─► done(unique, functionName)
+ *        └─► done(job)              (the same StoredJob object add() or replay() saw)
  *  listen()  (before the port is bound)
  *        └─► replay(add) ──► every stored job is queued again, unique ids kept
  * ```
  *
  * Only background jobs are stored: foreground jobs have a client that resubmits them elsewhere if this server dies.
- * Like gearmand, the key is (unique, function): background jobs without a unique id overwrite each other in a
- * durable store, so clients should give them one.
+ * gearmand keys its table by (unique, function), so background jobs without a unique id (or with the payload-keyed
+ * `-`) overwrite each other there and only the last survives a restart (gearmand issue #87). The SQL stores here give
+ * such jobs a generated key instead (see `sql-queue-store.ts`), so every acknowledged job survives.
  *
  * @module
  */
@@ -40,6 +41,8 @@ export interface StoredJob {
   priority: JobPriority;
   /** Unix time (seconds) before which the job must not run; 0 = now (SUBMIT_JOB_EPOCH). */
   whenToRun: number;
+  /** The store's own key for the row, when it is not `unique` (set by the store in `add`/`replay`). */
+  key?: string;
 }
 
 /**
@@ -54,8 +57,8 @@ export interface QueueStore {
   readonly durable: boolean;
   /** Stores a background job before it is acknowledged. */
   add(job: StoredJob): void | Promise<void>;
-  /** Forgets a stored job (finished, failed, cancelled or dropped after its retries). */
-  done(unique: string, functionName: string): void | Promise<void>;
+  /** Forgets a stored job (finished, failed, cancelled or dropped after its retries): the object `add`/`replay` had. */
+  done(job: StoredJob): void | Promise<void>;
   /** Calls `add` for every stored job; runs once, before the server accepts connections. */
   replay(add: (job: StoredJob) => void): void | Promise<void>;
   /** Releases the store's resources (called by `GearmanServer.close()`). */
@@ -72,12 +75,12 @@ export class BuiltinQueueStore implements QueueStore {
 
   add(_job: StoredJob): void {}
 
-  done(_unique: string, _functionName: string): void {}
+  done(_job: StoredJob): void {}
 
   replay(_add: (job: StoredJob) => void): void {}
 
   close(): void {}
 }
 
-/** Queue types gearmand knows; only `builtin` is implemented so far. */
+/** Queue types gearmand knows (`-q` matches them case-insensitively); redis and libmemcached are not served here. */
 export const QUEUE_TYPES = ['builtin', 'libsqlite3', 'MySQL', 'Postgres', 'redis', 'libmemcached'] as const;

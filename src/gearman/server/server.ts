@@ -11,23 +11,32 @@ import { closeServer, listenTcp } from '../../net/reuse-port.ts';
 import type { AdminHost } from './admin-commands.ts';
 import { type ConnectionHost, GearmanConnection } from './connection.ts';
 import { JobRouter } from './job-router.ts';
-import { BuiltinQueueStore, type QueueStore } from './queue-store.ts';
+import type { BuiltinQueueStore, QueueStore } from './queue-store.ts';
 import {
   defaultGearmanSettings,
   type GearmanSettings,
-  GearmanSettingsError,
+  type QueueOptions,
   validateGearmanSettings,
 } from './settings.ts';
+import { queueStoreFor } from './sql-queue-store.ts';
 
 /** The version we report (`version`, `gearadmin --server-version`): gearmand's, which tools compare against. */
 export const GEARMAND_VERSION = '1.1.20';
 
 /** Options of {@link GearmanServer}: any setting, plus a logger and a persistent queue. */
-export type GearmanServerOptions = Partial<GearmanSettings> & {
+export type GearmanServerOptions = Partial<Omit<GearmanSettings, 'queue'>> & {
+  /** Durable queue options (gearmand's `--libsqlite3-*`, `--mysql-*`, `--libpq-*`), used with `queueType`. */
+  queue?: Partial<QueueOptions>;
   logger?: Logger;
-  /** Persistent queue (default: {@link BuiltinQueueStore}, i.e. `-q builtin`). */
+  /** Persistent queue (default: the one `queueType` names; {@link BuiltinQueueStore} for `builtin`). */
   queueStore?: QueueStore;
 };
+
+/** The persistent queue could not be opened or replayed at `listen()` (gearmand refuses to start then too). */
+export class QueueOpenError extends Error {
+  override name = 'QueueOpenError';
+  readonly code = 'GEARMAN_ERR_QUEUE_OPEN';
+}
 
 /**
  * A gearmand 1.1-compatible job server (binary protocol and admin text protocol on one port).
@@ -59,14 +68,12 @@ export class GearmanServer implements ConnectionHost, AdminHost {
   #draining = false;
 
   constructor(options: GearmanServerOptions = {}) {
-    const { logger, queueStore, ...rest } = options;
-    this.settings = { ...defaultGearmanSettings(), ...rest };
+    const { logger, queueStore, queue, ...rest } = options;
+    const defaults = defaultGearmanSettings();
+    this.settings = { ...defaults, ...rest, queue: { ...defaults.queue, ...queue } };
     validateGearmanSettings(this.settings);
-    if (queueStore === undefined && this.settings.queueType !== 'builtin') {
-      throw new GearmanSettingsError(`--queue-type ${this.settings.queueType}: not supported yet (only builtin)`);
-    }
     this.log = logger ?? silentLogger;
-    this.#store = queueStore ?? new BuiltinQueueStore();
+    this.#store = queueStore ?? queueStoreFor(this.settings);
     this.router = new JobRouter({
       handlePrefix: this.settings.jobHandlePrefix,
       jobRetries: this.settings.jobRetries,
@@ -118,7 +125,14 @@ export class GearmanServer implements ConnectionHost, AdminHost {
 
   /** Replays the persistent queue, then binds every `-L` address (all interfaces by default). */
   async listen(): Promise<AddressInfo> {
-    await this.#store.replay((job) => this.router.replay(job));
+    try {
+      await this.#store.replay((job) => this.router.replay(job));
+    } catch (err) {
+      await Promise.resolve()
+        .then(() => this.#store.close())
+        .catch(() => {});
+      throw new QueueOpenError(`cannot open the ${this.#store.name} queue: ${(err as Error).message}`, { cause: err });
+    }
     const s = this.settings;
     const hosts = s.listen.length > 0 ? s.listen : [undefined];
     let port = s.port;

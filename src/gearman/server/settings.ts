@@ -30,8 +30,10 @@ export interface GearmanSettings {
    * than parsing them. `-t 0` and `-t 1` both mean "everything in the one thread".
    */
   threads: number;
-  /** `-q` persistent queue type; only `builtin` (in memory) so far. */
-  queueType: string;
+  /** `-q` persistent queue: `builtin` (memory only), `libsqlite3`, `MySQL` or `Postgres` (canonical spelling). */
+  queueType: QueueType;
+  /** The durable queues' options, with gearmand's names and defaults. */
+  queue: QueueOptions;
   /** `-j` attempts before a job is dropped (0 = no limit). */
   jobRetries: number;
   /** `-w` workers woken per new job (0 = all). */
@@ -71,6 +73,31 @@ export interface GearmanSettings {
   checkArgs: boolean;
 }
 
+/** The `-q` values served here. */
+export type QueueType = 'builtin' | 'libsqlite3' | 'MySQL' | 'Postgres';
+
+/** Options of the durable queues (gearmand's `--libsqlite3-*`, `--mysql-*`, `--libpq-*`). */
+export interface QueueOptions {
+  /** `--libsqlite3-db` (required with `-q libsqlite3`). */
+  libsqlite3Db: string | undefined;
+  /** `--libsqlite3-table` (default `gearman_queue`). */
+  libsqlite3Table: string;
+  /** `--mysql-host` (default `localhost`). */
+  mysqlHost: string;
+  /** `--mysql-port` (default 3306). */
+  mysqlPort: number;
+  mysqlUser: string | undefined;
+  mysqlPassword: string | undefined;
+  /** `--mysql-db` (required with `-q MySQL`, as gearmand fails without one). */
+  mysqlDb: string | undefined;
+  /** `--mysql-table` (default `gearman_queue`). */
+  mysqlTable: string;
+  /** `--libpq-conninfo` (default empty: libpq's environment variables and defaults). */
+  libpqConninfo: string;
+  /** `--libpq-table` (default `queue`). */
+  libpqTable: string;
+}
+
 /** Returns the defaults. */
 export function defaultGearmanSettings(): GearmanSettings {
   return {
@@ -79,6 +106,18 @@ export function defaultGearmanSettings(): GearmanSettings {
     backlog: 32,
     threads: 1,
     queueType: 'builtin',
+    queue: {
+      libsqlite3Db: undefined,
+      libsqlite3Table: 'gearman_queue',
+      mysqlHost: 'localhost',
+      mysqlPort: 3306,
+      mysqlUser: undefined,
+      mysqlPassword: undefined,
+      mysqlDb: undefined,
+      mysqlTable: 'gearman_queue',
+      libpqConninfo: '',
+      libpqTable: 'queue',
+    },
     jobRetries: 0,
     workerWakeup: 0,
     roundRobin: false,
@@ -155,19 +194,8 @@ const UNSUPPORTED: Record<string, string> = {
   '--ssl-key': 'TLS (--ssl-key) is not supported by the job server yet',
 };
 
-/** Options of the persistent queues gearmand has (refused until those queues exist). */
+/** Options of the persistent queues gearmand has and we do not serve. */
 const QUEUE_OPTIONS: Record<string, string> = {
-  '--libsqlite3-db': 'libsqlite3',
-  '--libsqlite3-table': 'libsqlite3',
-  '--store-queue-on-shutdown': 'libsqlite3',
-  '--mysql-host': 'MySQL',
-  '--mysql-port': 'MySQL',
-  '--mysql-user': 'MySQL',
-  '--mysql-password': 'MySQL',
-  '--mysql-db': 'MySQL',
-  '--mysql-table': 'MySQL',
-  '--libpq-conninfo': 'Postgres',
-  '--libpq-table': 'Postgres',
   '--redis-server': 'redis',
   '--redis-port': 'redis',
   '--redis-password': 'redis',
@@ -227,7 +255,9 @@ export function parseGearmandArgs(argv: readonly string[]): GearmandCommandLine 
     };
     const queue = QUEUE_OPTIONS[name];
     if (queue !== undefined) {
-      throw new GearmanSettingsError(`${name}: the ${queue} queue is not supported yet (only -q builtin)`);
+      throw new GearmanSettingsError(
+        `${name}: the ${queue} queue is not supported (durable queues here: libsqlite3, MySQL, Postgres)`,
+      );
     }
     const unsupported = UNSUPPORTED[name];
     if (unsupported !== undefined) throw new GearmanSettingsError(unsupported);
@@ -263,16 +293,53 @@ export function parseGearmandArgs(argv: readonly string[]): GearmandCommandLine 
         break;
       }
       case '--queue-type': {
+        // gearmand matches queue names without regard to case.
         const v = value();
-        if (v !== 'builtin') {
-          if ((QUEUE_TYPES as readonly string[]).includes(v)) {
-            throw new GearmanSettingsError(`--queue-type ${v}: not supported yet (only builtin)`);
-          }
-          throw new GearmanSettingsError(`Unknown queue ${v}`);
+        const known = QUEUE_TYPES.find((q) => q.toLowerCase() === v.toLowerCase());
+        if (known === undefined) throw new GearmanSettingsError(`Unknown queue ${v}`);
+        if (known === 'redis' || known === 'libmemcached') {
+          throw new GearmanSettingsError(
+            `--queue-type ${v}: not supported (durable queues here: libsqlite3, MySQL, Postgres; builtin is memory only)`,
+          );
         }
-        s.queueType = v;
+        s.queueType = known;
         break;
       }
+      case '--libsqlite3-db':
+        s.queue.libsqlite3Db = value();
+        break;
+      case '--libsqlite3-table':
+        s.queue.libsqlite3Table = value();
+        break;
+      case '--store-queue-on-shutdown':
+        throw new GearmanSettingsError(
+          '--store-queue-on-shutdown is not supported: every background job is committed before JOB_CREATED ' +
+            '(group commit keeps that fast), so there is nothing left to store at shutdown',
+        );
+      case '--mysql-host':
+        s.queue.mysqlHost = value();
+        break;
+      case '--mysql-port':
+        s.queue.mysqlPort = intValue(value(), '--mysql-port', 1, 65535);
+        break;
+      case '--mysql-user':
+        s.queue.mysqlUser = value();
+        break;
+      case '--mysql-password':
+        s.queue.mysqlPassword = value();
+        break;
+      case '--mysql-db':
+        s.queue.mysqlDb = value();
+        break;
+      case '--mysql-table':
+        s.queue.mysqlTable = value();
+        break;
+      case '--libpq-conninfo':
+        s.queue.libpqConninfo = value();
+        break;
+      case '--libpq-table':
+        s.queue.libpqTable = value();
+        break;
       case '--job-retries':
         s.jobRetries = intValue(value(), '--job-retries', 0, 255);
         break;
@@ -354,4 +421,11 @@ export function validateGearmanSettings(s: GearmanSettings): void {
     throw new GearmanSettingsError(`Available length 64 not enough to store job handle prefix ${s.jobHandlePrefix}`);
   }
   if (s.threads > 1) throw new GearmanSettingsError('only 0 or 1 threads are supported');
+  // gearmand's start-up failures for a durable queue without its database.
+  if (s.queueType === 'libsqlite3' && (s.queue.libsqlite3Db === undefined || s.queue.libsqlite3Db === '')) {
+    throw new GearmanSettingsError('missing required --libsqlite3-db=<dbfile> argument');
+  }
+  if (s.queueType === 'MySQL' && (s.queue.mysqlDb === undefined || s.queue.mysqlDb === '')) {
+    throw new GearmanSettingsError('-q MySQL needs --mysql-db (gearmand: "No database selected")');
+  }
 }
