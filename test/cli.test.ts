@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { encodePacket, REQUEST } from '../src/gearman/protocol/packet-codec.ts';
 
 const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
@@ -44,13 +47,13 @@ function run(args: string[], opts: { untilStdout?: RegExp; timeoutMs?: number } 
   return { child, exited, ready, out: () => stdout, err: () => stderr };
 }
 
-function ask(port: number, request: string, terminator = '\r\n'): Promise<string> {
+function ask(port: number, request: string | Buffer, terminator: string | RegExp = '\r\n'): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(port, '127.0.0.1', () => s.write(request));
     let data = '';
     s.on('data', (d) => {
-      data += d;
-      if (data.endsWith(terminator)) {
+      data += d.toString('latin1');
+      if (typeof terminator === 'string' ? data.endsWith(terminator) : terminator.test(data)) {
         s.end();
         resolve(data);
       }
@@ -102,15 +105,29 @@ describe('sharenothing CLI', () => {
 
   it('up starts two cache nodes and a job server, prints their addresses and stops on SIGINT', async () => {
     const base = 20000 + Math.floor(Math.random() * 10000);
-    const r = run(['up', '--port-base', String(base)], { untilStdout: /Ctrl-C/ });
-    await r.ready;
-    assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base}`));
-    assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base + 1}`));
-    assert.equal(await ask(base + 1, 'version\r\n'), 'VERSION 1.6.18\r\n');
-    assert.match(r.out(), new RegExp(`gearmand   127\\.0\\.0\\.1:${base + 2}`));
-    assert.match(await ask(base + 2, 'version\n', '\n'), /^OK /);
-    r.child.kill('SIGINT');
-    assert.equal(await r.exited, 0);
+    const dataDir = mkdtempSync(join(tmpdir(), 'sharenothing-up-'));
+    try {
+      const args = ['up', '--port-base', String(base), '--data-dir', dataDir];
+      const r = run(args, { untilStdout: /Ctrl-C/ });
+      await r.ready;
+      assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base}`));
+      assert.match(r.out(), new RegExp(`memcached  127\\.0\\.0\\.1:${base + 1}`));
+      assert.equal(await ask(base + 1, 'version\r\n'), 'VERSION 1.6.18\r\n');
+      assert.match(r.out(), new RegExp(`gearmand   127\\.0\\.0\\.1:${base + 2}`));
+      assert.match(await ask(base + 2, 'version\n', '\n'), /^OK /);
+      // A background job is kept in the data directory across a restart of the stack.
+      const created = await ask(base + 2, encodePacket(REQUEST.SUBMIT_JOB_BG, ['mail', 'm1', 'x'], 'REQ'), /H:/);
+      assert.match(created, /H:/);
+      r.child.kill('SIGINT');
+      assert.equal(await r.exited, 0);
+      const again = run(args, { untilStdout: /Ctrl-C/ });
+      await again.ready;
+      assert.equal(await ask(base + 2, 'status\n', '.\n'), 'mail\t1\t0\t0\n.\n');
+      again.child.kill('SIGINT');
+      assert.equal(await again.exited, 0);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('memcached --admin serves Prometheus metrics read from stats', async () => {
