@@ -213,7 +213,7 @@ describe('gearman persistent queue interface', () => {
     }
   });
 
-  it('the builtin store keeps nothing and refuses no job; other queue types need a store', async () => {
+  it('the builtin store keeps nothing and refuses no job; a durable queue type needs its database named', async () => {
     const builtin = new BuiltinQueueStore();
     assert.equal(builtin.durable, false);
     builtin.add({ unique: 'u', functionName: 'f', data: Buffer.alloc(0), priority: 1, whenToRun: 0 });
@@ -222,7 +222,8 @@ describe('gearman persistent queue interface', () => {
     builtin.replay((job) => replayed.push(job));
     builtin.close();
     assert.deepEqual(replayed, []);
-    assert.throws(() => new GearmanServer({ queueType: 'MySQL' }), /not supported yet/);
+    assert.throws(() => new GearmanServer({ queueType: 'MySQL' }), /-q MySQL needs --mysql-db/);
+    assert.throws(() => new GearmanServer({ queueType: 'libsqlite3' }), /missing required --libsqlite3-db/);
     const g = await startOurGearman({ keepalive: true, keepaliveIdle: 30 });
     try {
       const c = await RawGearman.connect(g.port);

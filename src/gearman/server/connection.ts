@@ -111,6 +111,17 @@ export class GearmanConnection implements CommandContext {
       });
   }
 
+  /**
+   * Graceful close: ends the connection once it neither runs a job nor waits for a running job's result (the
+   * server calls it again until then, or destroys it at the deadline). Returns true when it ended.
+   */
+  endWhenIdle(): boolean {
+    if (this.#ended) return true;
+    if (this.#waiting || this.router.busy(this.peer)) return false;
+    this.end();
+    return true;
+  }
+
   /** Writes what is queued, then closes the connection (its jobs are requeued, its submissions detached now). */
   end(): void {
     if (this.#ended) return;

@@ -291,6 +291,8 @@ export class JobRouter {
   readonly roundRobin: boolean;
   readonly hashtableBuckets: number;
   readonly store: QueueStore;
+  /** Closing gracefully: workers get NO_JOB, so only the jobs already running finish. */
+  draining = false;
   readonly counters: RouterCounters = {
     submitted: 0,
     coalesced: 0,
@@ -596,6 +598,7 @@ export class JobRouter {
   grab(peer: Peer): Job | undefined {
     peer.sleeping = false;
     peer.noopSent = false;
+    if (this.draining) return undefined;
     const now = this.#now();
     for (;;) {
       let found: { ability: Ability; job: Job } | undefined;
@@ -624,6 +627,16 @@ export class JobRouter {
       this.#startTimeout(peer, job);
       return job;
     }
+  }
+
+  /**
+   * Whether closing `peer` now would cut off a job in progress: it runs one, or waits for the result of one that is
+   * running. (A graceful close keeps such connections until then.)
+   */
+  busy(peer: Peer): boolean {
+    for (const ability of peer.abilities) if (ability.jobs.length > 0) return true;
+    for (const listener of peer.listens) if (listener.job.worker !== undefined) return true;
+    return false;
   }
 
   /** The job `handle` if `peer` is running it (WORK_* from anyone else gets JOB_NOT_FOUND). */

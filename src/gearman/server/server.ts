@@ -187,19 +187,30 @@ export class GearmanServer implements ConnectionHost, AdminHost {
     });
   }
 
-  /** Stops accepting, writes what is queued and ends every connection; destroys what is left after the deadline. */
+  /**
+   * Stops accepting and stops handing out jobs; lets the jobs already running finish (their workers report, their
+   * waiting clients get the result) and ends each connection once nothing it takes part in is running; destroys what
+   * is left after the deadline (running jobs of a destroyed worker stay in the durable queue). Then commits what the
+   * persistent queue has pending.
+   */
   close(deadlineMs = 5000): Promise<void> {
     this.#closing ??= (async () => {
       this.router.onIdle = () => {};
+      this.router.draining = true;
+      const idle = new Set<GearmanConnection>();
+      const endIdle = () => {
+        for (const conn of this.connections) if (!idle.has(conn) && conn.endWhenIdle()) idle.add(conn);
+      };
+      const poll = setInterval(endIdle, 10);
       await Promise.all(
         this.#servers.map((server) =>
           closeServer(server, {
             connections: this.#sockets,
             deadlineMs,
-            onDrain: (socket) => this.#bySocket.get(socket)?.end(),
+            onDrain: () => endIdle(),
           }),
         ),
-      );
+      ).finally(() => clearInterval(poll));
       for (const conn of this.connections) conn.end();
       for (const socket of this.#sockets) socket.destroy();
       await this.#store.close();
