@@ -11,90 +11,13 @@
  */
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { present, run, start, stopAll, workersReady } from './helpers/gearman-peers.ts';
 import { type OurGearman, RawGearman, REQUEST, RESPONSE, startOurGearman, submit } from './helpers/gearman-raw.ts';
 import { GEARADMIN_BIN, GEARMAN_BIN, requirePackage, requireTool } from './helpers/gearman-real.ts';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-const children = new Set<ChildProcess>();
-
-/** Runs a command to completion (killed after `timeoutMs`). */
-function run(cmd: string, args: string[], input?: string, timeoutMs = 10_000): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('latin1').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('latin1').on('data', (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.on('error', () => {});
-    if (input !== undefined) child.stdin.end(input);
-    else child.stdin.end();
-  });
-}
-
-/** A long-running worker process, stopped by {@link stopAll}. */
-function start(cmd: string, args: string[]): { child: ChildProcess; output: () => string } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let out = '';
-  child.stdout?.setEncoding('latin1').on('data', (d: string) => {
-    out += d;
-  });
-  child.stderr?.setEncoding('latin1').on('data', (d: string) => {
-    out += d;
-  });
-  child.once('exit', () => children.delete(child));
-  return { child, output: () => out };
-}
-
-async function stopAll(): Promise<void> {
-  const waits = [...children].map(
-    (child) =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) resolve();
-        else child.once('exit', () => resolve());
-        child.kill('SIGKILL');
-      }),
-  );
-  await Promise.all(waits);
-}
-
-/** Waits until `count` workers registered `fn` (seen through the admin `status`). */
-async function workersReady(port: number, fn: string, count = 1, why = ''): Promise<void> {
-  const admin = await RawGearman.connect(port);
-  try {
-    const deadline = Date.now() + 8000;
-    for (;;) {
-      const line = (await admin.list('status')).find((l) => l.startsWith(`${fn}\t`));
-      if (line !== undefined && Number(line.split('\t')[3]) >= count) return;
-      if (Date.now() > deadline) throw new Error(`no worker for ${fn} came up ${why}`);
-      await sleep(25);
-    }
-  } finally {
-    admin.close();
-  }
-}
 
 const PHP_WORKER = `<?php
 $w = new GearmanWorker();
@@ -174,11 +97,6 @@ print "known:", ($st->known ? 1 : 0), " running:", ($st->running ? 1 : 0), "\\n"
 my $s = $c->get_job_server_status;
 for my $js (keys %$s) { for my $f (sort keys %{$s->{$js}}) { my $x = $s->{$js}{$f}; print "status:$f:$x->{queued}:$x->{running}:$x->{capable}\\n" } }
 `;
-
-/** Runs the checks in order, stopping at the first that fails (it skipped the test, or threw in CI). */
-function present(...checks: Array<() => boolean>): boolean {
-  return checks.every((check) => check());
-}
 
 describe('gearman interop: real clients and workers against our server', () => {
   let g: OurGearman;
