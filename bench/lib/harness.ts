@@ -1,5 +1,6 @@
-// Shared plumbing for the memcached benchmarks: starting/stopping the two servers, finding their real pids,
-// reading RSS/CPU from /proc, a tiny text-protocol client for `stats`, and a fast pipelined loader.
+// Shared plumbing for the benchmarks: starting/stopping the servers (memcached's, or any command line through
+// startListening), finding their real pids, reading RSS/CPU from /proc, child processes with an IPC channel, a tiny
+// text-protocol client for `stats`, and a fast pipelined memcached loader.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -148,11 +149,21 @@ export function installCleanup(): void {
   });
 }
 
-/** Spawn a tracked child in its own process group. Output is kept (tail only) rather than inherited. */
-export function spawnTracked(argv: string[], opts: { cwd?: string; keepOutput?: boolean } = {}): TrackedChild {
+/**
+ * Spawn a tracked child in its own process group. Output is kept (tail only) rather than inherited. `ipc: true`
+ * opens Node's IPC channel (`child.send` / `process.send`), for Node children only.
+ */
+export function spawnTracked(
+  argv: string[],
+  opts: { cwd?: string; keepOutput?: boolean; ipc?: boolean } = {},
+): TrackedChild {
   const [cmd, ...args] = argv;
   if (!cmd) throw new Error('empty command');
-  const child = spawn(cmd, args, { cwd: opts.cwd ?? REPO_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, {
+    cwd: opts.cwd ?? REPO_ROOT,
+    detached: true,
+    stdio: opts.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+  });
   children.add(child);
   const tracked = new TrackedChild(child, opts.keepOutput ?? false);
   child.on('exit', () => children.delete(child));
@@ -272,6 +283,16 @@ export function readMem(pid: number): MemInfo | undefined {
     return { rssKb: Number(rss[1]), hwmKb: hwm ? Number(hwm[1]) : Number.NaN };
   } catch {
     return undefined;
+  }
+}
+
+/** Number of threads of a process (`Threads:` in /proc/<pid>/status), or NaN. */
+export function readThreadCount(pid: number): number {
+  try {
+    const m = /^Threads:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
   }
 }
 
@@ -405,7 +426,7 @@ export function pidAlive(pid: number): boolean {
 // Servers
 
 export interface RunningServer {
-  name: ServerName;
+  name: string;
   port: number;
   argv: string[];
   /** pid of the process that actually listens on the port (the server, not a wrapper). */
@@ -424,7 +445,7 @@ function tryConnect(port: number): Promise<boolean> {
   });
 }
 
-async function pickPort(name: ServerName, choice: PortChoice): Promise<number> {
+async function pickPort(name: string, choice: PortChoice): Promise<number> {
   let port = choice.port;
   for (let tries = 0; tries < 100 && port < 32768; tries++, port += 2) {
     if (!(await tryConnect(port))) {
@@ -437,8 +458,21 @@ async function pickPort(name: ServerName, choice: PortChoice): Promise<number> {
 }
 
 export async function startServer(name: ServerName, portChoice: PortChoice, memMb: number, timeoutMs = 30_000) {
+  return startListening(name, portChoice, (port) => serverArgv(name, port, memMb), timeoutMs);
+}
+
+/**
+ * Start any server: pick a free port (see {@link PortChoice}), spawn `argvFor(port)`, wait until it accepts TCP
+ * connections on HOST:port. Throws (with the output tail) when the process exits first, e.g. on a refused flag.
+ */
+export async function startListening(
+  name: string,
+  portChoice: PortChoice,
+  argvFor: (port: number) => string[],
+  timeoutMs = 30_000,
+): Promise<RunningServer> {
   const port = await pickPort(name, portChoice);
-  const argv = serverArgv(name, port, memMb);
+  const argv = argvFor(port);
   log(`starting ${name}: ${argv.join(' ')}`);
   const proc = spawnTracked(argv);
   const deadline = Date.now() + timeoutMs;
