@@ -1,0 +1,113 @@
+/**
+ * `node:diagnostics_channel` events of the TheSchwartz client and worker. Publishing is guarded by `hasSubscribers`,
+ * so it costs nothing when nobody listens. Events carry function names, handles and redacted DSNs, never job
+ * arguments, unique keys or credentials.
+ *
+ * @example
+ * import diagnostics from 'node:diagnostics_channel';
+ * diagnostics.subscribe('sharenothing:schwartz:job', (m) => {
+ *   const e = m as SchwartzJobEvent;
+ *   if (e.type === 'end') histogram.observe({ fn: e.funcname, outcome: e.outcome }, e.durationMs);
+ * });
+ *
+ * @module
+ */
+
+import diagnostics from 'node:diagnostics_channel';
+
+/** Name of the client's insert channel. */
+export const INSERT_CHANNEL = 'sharenothing:schwartz:insert';
+/** Name of the worker's per-job channel. */
+export const JOB_CHANNEL = 'sharenothing:schwartz:job';
+/** Name of the per-database channel (failures, dead and alive marks). */
+export const DATABASE_CHANNEL = 'sharenothing:schwartz:database';
+
+/**
+ * One job offered to one database: `inserted`, `duplicate` (its `uniqkey` exists: nothing inserted), or `error`
+ * (that database failed; the client tries the next one).
+ */
+export type SchwartzInsertEvent =
+  | {
+      readonly type: 'inserted';
+      readonly funcname: string;
+      /** `md5_hex(dsn|user)`, the first part of job handles. */
+      readonly database: string;
+      readonly handle: string;
+      readonly durationMs: number;
+    }
+  | { readonly type: 'duplicate'; readonly funcname: string; readonly database: string; readonly durationMs: number }
+  | {
+      readonly type: 'error';
+      readonly funcname: string;
+      readonly database: string;
+      readonly durationMs: number;
+      readonly error: Error;
+    };
+
+/**
+ * What became of a job a worker ran: `completed`, `retry` (failed, will run again), `failed` (failed for good, also
+ * after a permanent failure), `declined`, `replaced`, or `none` (nothing was written: the lease was lost, the
+ * outcome's write failed, or the worker was destroyed; the job runs again when its lease ends).
+ */
+export type SchwartzOutcome = 'completed' | 'retry' | 'failed' | 'declined' | 'replaced' | 'none';
+
+/** A job run by a worker: `start` once grabbed, then `end`; `error` for what went wrong on the way. */
+export type SchwartzJobEvent =
+  | { readonly type: 'start'; readonly funcname: string; readonly handle: string; readonly database: string }
+  | {
+      readonly type: 'end';
+      readonly funcname: string;
+      readonly handle: string;
+      readonly database: string;
+      readonly outcome: SchwartzOutcome;
+      readonly durationMs: number;
+    }
+  | {
+      readonly type: 'error';
+      readonly funcname: string;
+      readonly handle: string;
+      readonly database: string;
+      /**
+       * `handler`: the handler threw (recorded as a failure); `outcome`: writing the outcome failed; `lease`: a
+       * lease renewal failed (retried) or found the lease lost (the job's signal is aborted).
+       */
+      readonly stage: 'handler' | 'outcome' | 'lease';
+      readonly error: Error;
+    };
+
+/**
+ * A database's state: `error` when a statement failed (the operation says which), `dead` when it is skipped for
+ * `retrySeconds`, `alive` when it is used again.
+ */
+export interface SchwartzDatabaseEvent {
+  readonly type: 'error' | 'dead' | 'alive';
+  /** `md5_hex(dsn|user)`. */
+  readonly database: string;
+  /** The DSN as configured, password removed. */
+  readonly dsn: string;
+  /** What was being done: `insert`, `find`, `grab`, `list`, `renew`, … */
+  readonly operation?: string;
+  readonly error?: Error;
+}
+
+/** The channel {@link SchwartzInsertEvent}s are published on. */
+export const insertChannel = diagnostics.channel(INSERT_CHANNEL);
+/** The channel {@link SchwartzJobEvent}s are published on. */
+export const jobChannel = diagnostics.channel(JOB_CHANNEL);
+/** The channel {@link SchwartzDatabaseEvent}s are published on. */
+export const databaseChannel = diagnostics.channel(DATABASE_CHANNEL);
+
+/** Publishes a database event when someone listens. */
+export function publishDatabaseEvent(event: SchwartzDatabaseEvent): void {
+  if (databaseChannel.hasSubscribers) databaseChannel.publish(event);
+}
+
+/** Publishes a job event when someone listens. */
+export function publishJobEvent(event: SchwartzJobEvent): void {
+  if (jobChannel.hasSubscribers) jobChannel.publish(event);
+}
+
+/** `err` as an `Error` (handlers may throw anything). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
