@@ -49,6 +49,8 @@ const HELP = `sharenothing gearmand: a gearmand ${GEARMAND_VERSION}-compatible j
     --check-args            check the command line and exit
     --enable-shutdown       accept the admin \`shutdown [graceful]\` command (not a gearmand flag)
     --max-packet-size=<n>   largest packet accepted (default: 64 MiB; not a gearmand flag)
+    --max-job-memory=<MiB>  job memory (payloads + ~1 KiB per job) before new jobs get ERROR
+                            MEMORY_ALLOCATION_FAILURE (default: 60% of the heap limit; 0 = none; not a gearmand flag)
     --admin=<host:port>     serve Prometheus /metrics and /healthz there (not a gearmand flag)
 -h, --help                  print this help
 -V, --version               print the version

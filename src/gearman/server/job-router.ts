@@ -31,6 +31,7 @@ import { silentLogger } from '../../net/logger.ts';
 import { encodePacket, RESPONSE } from '../protocol/packet-codec.ts';
 import { DEFAULT_JOB_BUCKETS, FUNCTION_BUCKETS, gearmandHash } from './gearmand-hash.ts';
 import { BuiltinQueueStore, type JobPriority, type QueueStore, type StoredJob } from './queue-store.ts';
+import { ShardedMap } from './sharded-map.ts';
 
 const NOOP_PACKET = encodePacket(RESPONSE.NOOP);
 /** Longest timer Node accepts; later due times are reached in steps. */
@@ -135,6 +136,9 @@ export class Job {
   acknowledged: Promise<SubmitResult> | undefined;
   /** What the persistent store holds for this job (the same object is handed to `done`). */
   stored: StoredJob | undefined;
+  /** Other jobs with the same unique id (other functions), for GET_STATUS_UNIQUE. */
+  olderSameUnique: Job | undefined;
+  newerSameUnique: Job | undefined;
   /** Queue links (intrusive list of its function's queue for its priority). */
   prev: Job | undefined;
   next: Job | undefined;
@@ -250,10 +254,19 @@ export interface JobRouterOptions {
   hashtableBuckets?: number;
   /** Persistent queue (default: in memory). */
   store?: QueueStore;
+  /**
+   * Estimated bytes the jobs may hold (payloads plus {@link JOB_OVERHEAD_BYTES} each) before new jobs are refused
+   * with `ERROR MEMORY_ALLOCATION_FAILURE` (0 = no limit). A flood then meets a protocol error instead of taking the
+   * process, and every queued job with it, past its heap limit.
+   */
+  memoryLimit?: number;
   logger?: Logger;
   /** Clock in unix seconds (tests). */
   nowSeconds?: () => number;
 }
+
+/** What one job costs besides its payload (the Job object, its strings and its index entries; measured ~1 KB). */
+export const JOB_OVERHEAD_BYTES = 1024;
 
 /** A submission (any SUBMIT_* packet), decoded. */
 export interface SubmitRequest {
@@ -275,6 +288,8 @@ export type SubmitResult = { ok: true; handle: string } | { ok: false; code: str
 export interface RouterCounters {
   submitted: number;
   coalesced: number;
+  /** Submissions refused because the job memory limit was reached. */
+  refusedForMemory: number;
   completed: number;
   failed: number;
   exceptions: number;
@@ -291,11 +306,14 @@ export class JobRouter {
   readonly roundRobin: boolean;
   readonly hashtableBuckets: number;
   readonly store: QueueStore;
+  /** See {@link JobRouterOptions.memoryLimit}. */
+  memoryLimit: number;
   /** Closing gracefully: workers get NO_JOB, so only the jobs already running finish. */
   draining = false;
   readonly counters: RouterCounters = {
     submitted: 0,
     coalesced: 0,
+    refusedForMemory: 0,
     completed: 0,
     failed: 0,
     exceptions: 0,
@@ -308,10 +326,16 @@ export class JobRouter {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #functions = new Map<string, FunctionQueue>();
-  readonly #jobs = new Map<string, Job>();
-  readonly #index = new Map<string, Job>();
-  /** Jobs by unique id across functions, oldest first (GET_STATUS_UNIQUE takes the newest). */
-  readonly #byUnique = new Map<string, Job[]>();
+  readonly #jobs = new ShardedMap<Job>();
+  /** Estimated bytes held by jobs (see {@link JobRouterOptions.memoryLimit}). */
+  #memoryUsed = 0;
+  #memoryWarned = false;
+  readonly #index = new ShardedMap<Job>();
+  /**
+   * The newest job of each unique id across functions (GET_STATUS_UNIQUE); older ones with the same id hang off it
+   * through `Job.olderSameUnique` / `newerSameUnique`, so no array per job.
+   */
+  readonly #byUnique = new ShardedMap<Job>();
   readonly #peers = new Set<Peer>();
   #handleCount = 1;
   #seq = 0;
@@ -324,6 +348,7 @@ export class JobRouter {
     this.roundRobin = options.roundRobin ?? false;
     this.hashtableBuckets = options.hashtableBuckets ?? DEFAULT_JOB_BUCKETS;
     this.store = options.store ?? new BuiltinQueueStore();
+    this.memoryLimit = options.memoryLimit ?? 0;
     this.#log = options.logger ?? silentLogger;
     this.#now = options.nowSeconds ?? (() => Math.floor(Date.now() / 1000));
   }
@@ -465,6 +490,19 @@ export class JobRouter {
     }
     const limit = fn.maxQueue[req.priority];
     if (limit > 0 && fn.total >= limit) return { ok: false, code: 'QUEUE_ERROR', text: 'Job queue is full' };
+    const cost = JOB_OVERHEAD_BYTES + req.data.length;
+    if (replayed === undefined && this.memoryLimit > 0 && this.#memoryUsed + cost > this.memoryLimit) {
+      this.counters.refusedForMemory++;
+      if (!this.#memoryWarned) {
+        this.#memoryWarned = true;
+        this.#log.warn('job memory limit reached: refusing new jobs', {
+          jobs: this.#jobs.size,
+          bytes: this.#memoryUsed,
+          limit: this.memoryLimit,
+        });
+      }
+      return { ok: false, code: 'MEMORY_ALLOCATION_FAILURE', text: 'Server is out of memory for jobs' };
+    }
     const job = new Job({
       handle: `${this.handlePrefix}:${this.#handleCount++}`,
       fn,
@@ -533,8 +571,7 @@ export class JobRouter {
 
   /** GET_STATUS_UNIQUE: the newest job with that unique id (any function); empty uniques never match. */
   statusByUnique(unique: string): Job | undefined {
-    const list = this.#byUnique.get(unique);
-    return list?.[list.length - 1];
+    return this.#byUnique.get(unique);
   }
 
   /**
@@ -666,17 +703,18 @@ export class JobRouter {
 
   #register(job: Job): void {
     this.#jobs.set(job.handle, job);
+    this.#memoryUsed += JOB_OVERHEAD_BYTES + job.data.length;
     job.fn.total++;
     if (job.indexKey !== undefined) this.#index.set(job.indexKey, job);
     // gearmand finds a job by unique id in the bucket of that id's hash; payload-keyed ("-") jobs sit in their
     // payload's bucket, so GET_STATUS_UNIQUE never finds them.
     if (job.unique !== '' && job.unique !== '-') {
-      let list = this.#byUnique.get(job.unique);
-      if (list === undefined) {
-        list = [];
-        this.#byUnique.set(job.unique, list);
+      const newest = this.#byUnique.get(job.unique);
+      if (newest !== undefined) {
+        newest.newerSameUnique = job;
+        job.olderSameUnique = newest;
       }
-      list.push(job);
+      this.#byUnique.set(job.unique, job);
     }
   }
 
@@ -817,13 +855,17 @@ export class JobRouter {
     job.fn.total--;
     for (const listener of [...job.listeners]) this.#unlink(listener);
     this.#jobs.delete(job.handle);
+    this.#memoryUsed -= JOB_OVERHEAD_BYTES + job.data.length;
+    if (this.#memoryWarned && this.#memoryUsed < this.memoryLimit * 0.9) this.#memoryWarned = false;
     if (job.indexKey !== undefined && this.#index.get(job.indexKey) === job) this.#index.delete(job.indexKey);
-    const same = this.#byUnique.get(job.unique);
-    if (same !== undefined) {
-      const at = same.indexOf(job);
-      if (at >= 0) same.splice(at, 1);
-      if (same.length === 0) this.#byUnique.delete(job.unique);
+    if (this.#byUnique.get(job.unique) === job) {
+      if (job.olderSameUnique === undefined) this.#byUnique.delete(job.unique);
+      else this.#byUnique.set(job.unique, job.olderSameUnique);
     }
+    if (job.olderSameUnique !== undefined) job.olderSameUnique.newerSameUnique = job.newerSameUnique;
+    if (job.newerSameUnique !== undefined) job.newerSameUnique.olderSameUnique = job.olderSameUnique;
+    job.olderSameUnique = undefined;
+    job.newerSameUnique = undefined;
     if (this.#jobs.size === 0) this.onIdle();
   }
 

@@ -80,6 +80,7 @@ export class GearmanServer implements ConnectionHost, AdminHost {
       workerWakeup: this.settings.workerWakeup,
       roundRobin: this.settings.roundRobin,
       hashtableBuckets: this.settings.hashtableBuckets,
+      memoryLimit: this.settings.maxJobMemory,
       store: this.#store,
       logger: this.log,
     });

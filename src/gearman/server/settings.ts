@@ -7,6 +7,7 @@
 
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { getHeapStatistics } from 'node:v8';
 import { DEFAULT_JOB_BUCKETS } from './gearmand-hash.ts';
 import { QUEUE_TYPES } from './queue-store.ts';
 
@@ -62,6 +63,11 @@ export interface GearmanSettings {
   enableShutdown: boolean;
   /** Largest packet accepted, in bytes (default 64 MiB; gearmand has no limit; not a gearmand flag). */
   maxPacketSize: number;
+  /**
+   * Estimated bytes all jobs may hold before new ones get `ERROR MEMORY_ALLOCATION_FAILURE` (`--max-job-memory`
+   * in MiB; default 60% of the V8 heap limit; 0 = none; not a gearmand flag, gearmand grows until malloc fails).
+   */
+  maxJobMemory: number;
   /**
    * Unsent output a connection may pile up before it is closed as not reading (default 64 MiB; not a gearmand
    * flag). Replies to a connection's own requests never get there: its input waits while its output is blocked.
@@ -132,6 +138,7 @@ export function defaultGearmanSettings(): GearmanSettings {
     user: undefined,
     enableShutdown: false,
     maxPacketSize: 64 * 1024 * 1024,
+    maxJobMemory: Math.floor(getHeapStatistics().heap_size_limit * 0.6),
     maxOutputBuffer: 64 * 1024 * 1024,
     admin: undefined,
     checkArgs: false,
@@ -400,6 +407,9 @@ export function parseGearmandArgs(argv: readonly string[]): GearmandCommandLine 
         break;
       case '--max-packet-size':
         s.maxPacketSize = intValue(value(), '--max-packet-size', 1024, 2 ** 32 - 1);
+        break;
+      case '--max-job-memory':
+        s.maxJobMemory = intValue(value(), '--max-job-memory', 0, 2 ** 32 - 1) * 1024 * 1024;
         break;
       case '--admin': {
         const m = /^(.*):(\d+)$/.exec(value());
