@@ -8,14 +8,16 @@
 import { setFlagsFromString } from 'node:v8';
 import { runGearmand } from './gearmand.ts';
 import { runMemcached } from './memcached.ts';
+import { runSchwartz } from './schwartz.ts';
 import { runUp } from './up.ts';
 
 const USAGE = `usage: sharenothing <command> [options]
 
 commands:
-  up          start the local stack (two cache nodes for now) on loopback
+  up          start the local stack (two cache nodes and a job server for now) on loopback
   memcached   a memcached 1.6-compatible cache server (memcached's flags: -p -l -m -c -t -I -f -n -M -C -v …)
   gearmand    a gearmand 1.1-compatible job server (gearmand's flags: -p -L -j -w -R -q --exceptions …)
+  schwartz    operate a TheSchwartz queue (schema, insert, list, inspect, retry, stats) and run workers
 `;
 
 // The daemons keep their data outside the JS heap (slab arenas, socket buffers) and allocate little per request, so
@@ -34,6 +36,9 @@ switch (command) {
     break;
   case 'up':
     code = await runUp(args);
+    break;
+  case 'schwartz':
+    code = await runSchwartz(args);
     break;
   case undefined:
   case '-h':

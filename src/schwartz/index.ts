@@ -48,6 +48,8 @@ export {
 } from './errors.ts';
 export { type Housekeeping, Job, JobHandle, type JobRecord, type JobSettings } from './job.ts';
 export type { JobArg, JobId, NewJob } from './job-store.ts';
+export { schwartzMetrics } from './metrics.ts';
+export { type FunctionSummary, queueSummary, type RetryResult, retryJob } from './queue-admin.ts';
 export { ensureSchema, type SchwartzTables, schemaStatements, schwartzTables } from './schema.ts';
 export {
   type AbilityOptions,
