@@ -231,6 +231,39 @@ for (const [dialect, skip] of allDialects()) {
   });
 }
 
+describe('sqlite: one connection per file per process', () => {
+  it('two opens of one file share it: a transaction across an await does not lock out the other', async () => {
+    const td = await createTestDatabase('sqlite', 'shared');
+    const a = await openDatabase(td.location);
+    const b = await openDatabase(td.name);
+    try {
+      await a.run('CREATE TABLE t (k TEXT)');
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      const tx = a.transaction(async (t) => {
+        await t.run('INSERT INTO t VALUES (?)', ['from a']);
+        await gate;
+      });
+      const write = b.run('INSERT INTO t VALUES (?)', ['from b']);
+      setTimeout(release, 20);
+      await tx;
+      await write;
+      assert.deepEqual(
+        (await b.query<{ k: string }>('SELECT k FROM t ORDER BY rowid')).map((r) => r.k),
+        ['from a', 'from b'],
+      );
+      await a.close();
+      await a.close();
+      assert.equal((await b.query('SELECT k FROM t')).length, 2, 'closing one sharer keeps the other open');
+    } finally {
+      await b.close();
+      await td.drop();
+    }
+  });
+});
+
 describe('unreachable servers', () => {
   it('mysql: the first statement fails with a connection error', async () => {
     const db = await openDatabase('mysql://root@127.0.0.1:1/x', { connectTimeout: 2000 });

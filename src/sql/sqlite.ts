@@ -2,13 +2,17 @@
  * The embedded engine: `node:sqlite` (SQLite compiled into Node), no server, no dependency.
  *
  * `node:sqlite` is synchronous; the adapter keeps the promise surface of the other engines so callers are written once.
- * One connection per file: statements run at once unless a transaction is open, in which case they wait for it (a
- * second connection would only meet SQLITE_BUSY on the same file). Files open in WAL mode with `synchronous=FULL`, so
- * a resolved write is on disk: one fsync per commit, which is what group commit amortises.
+ * One connection per file per process: every `openSqlite` of the same path shares it (reference-counted), and
+ * statements run at once unless a transaction is open, in which case they wait for it. Two connections of one
+ * process would otherwise block each other for real: node:sqlite waits for a lock synchronously, so while one holds
+ * a transaction across an `await`, the other's busy wait would freeze the event loop the first needs to finish.
+ * Other processes are fine (WAL, busy timeout). Files open in WAL mode with `synchronous=FULL`, so a resolved write
+ * is on disk: one fsync per commit, which is what group commit amortises.
  *
  * @module
  */
 
+import { resolve } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import {
   AsyncMutex,
@@ -89,45 +93,63 @@ class SqliteExecutor implements SqlExecutor {
   }
 }
 
-class SqliteDatabase implements SqlDatabase {
-  readonly dialect = 'sqlite' as const;
-  readonly #db: DatabaseSync;
-  readonly #exec: SqliteExecutor;
-  readonly #mutex = new AsyncMutex();
-  #inTransaction = 0;
-  #closed = false;
+/** One open file, shared by every {@link SqliteDatabase} of this process that opened the same path. */
+class SqliteFile {
+  readonly db: DatabaseSync;
+  readonly exec: SqliteExecutor;
+  readonly mutex = new AsyncMutex();
+  inTransaction = 0;
+  refs = 0;
 
   constructor(file: string, options: SqliteOptions) {
-    this.#db = new DatabaseSync(file, { timeout: options.busyTimeout ?? 5000 });
-    if (file !== ':memory:') this.#db.exec('PRAGMA journal_mode = WAL');
-    this.#db.exec(`PRAGMA synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
-    this.#exec = new SqliteExecutor(this.#db);
+    this.db = new DatabaseSync(file, { timeout: options.busyTimeout ?? 5000 });
+    if (file !== ':memory:') this.db.exec('PRAGMA journal_mode = WAL');
+    this.db.exec(`PRAGMA synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.exec = new SqliteExecutor(this.db);
+  }
+}
+
+const openFiles = new Map<string, SqliteFile>();
+
+class SqliteDatabase implements SqlDatabase {
+  readonly dialect = 'sqlite' as const;
+  readonly #file: SqliteFile;
+  readonly #key: string | undefined;
+  #closed = false;
+
+  constructor(file: SqliteFile, key: string | undefined) {
+    this.#file = file;
+    this.#key = key;
+    file.refs++;
   }
 
   query<R extends SqlRow = SqlRow>(sql: string, params: readonly SqlValue[] = []): Promise<R[]> {
-    if (this.#inTransaction === 0) return this.#exec.query<R>(sql, params);
-    return this.#mutex.lock(() => this.#exec.querySync<R>(sql, params));
+    const f = this.#file;
+    if (f.inTransaction === 0) return f.exec.query<R>(sql, params);
+    return f.mutex.lock(() => f.exec.querySync<R>(sql, params));
   }
 
   run(sql: string, params: readonly SqlValue[] = []): Promise<SqlRunResult> {
-    if (this.#inTransaction === 0) return this.#exec.run(sql, params);
-    return this.#mutex.lock(() => this.#exec.runSync(sql, params));
+    const f = this.#file;
+    if (f.inTransaction === 0) return f.exec.run(sql, params);
+    return f.mutex.lock(() => f.exec.runSync(sql, params));
   }
 
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
-    this.#inTransaction++;
-    return this.#mutex
+    const f = this.#file;
+    f.inTransaction++;
+    return f.mutex
       .lock(async () => {
         // IMMEDIATE takes the write lock up front: two processes that both read then write would otherwise
         // deadlock on the upgrade and one would get SQLITE_BUSY at once.
-        this.#db.exec('BEGIN IMMEDIATE');
+        f.db.exec('BEGIN IMMEDIATE');
         try {
-          const result = await fn(this.#exec);
-          this.#db.exec('COMMIT');
+          const result = await fn(f.exec);
+          f.db.exec('COMMIT');
           return result;
         } catch (err) {
           try {
-            this.#db.exec('ROLLBACK');
+            f.db.exec('ROLLBACK');
           } catch {
             // Already rolled back by SQLite (e.g. after SQLITE_FULL); the original error is what matters.
           }
@@ -135,20 +157,33 @@ class SqliteDatabase implements SqlDatabase {
         }
       })
       .finally(() => {
-        this.#inTransaction--;
+        f.inTransaction--;
       });
   }
 
   close(): Promise<void> {
-    return this.#mutex.lock(() => {
+    const f = this.#file;
+    return f.mutex.lock(() => {
       if (this.#closed) return;
       this.#closed = true;
-      this.#db.close();
+      if (--f.refs > 0) return;
+      if (this.#key !== undefined && openFiles.get(this.#key) === f) openFiles.delete(this.#key);
+      f.db.close();
     });
   }
 }
 
-/** Opens (creating if needed) a SQLite database file, or `:memory:`. */
+/**
+ * Opens (creating if needed) a SQLite database file, or `:memory:` (never shared). A path this process already has
+ * open shares that connection; its first opener's options apply.
+ */
 export function openSqlite(file: string, options: SqliteOptions = {}): SqlDatabase {
-  return new SqliteDatabase(file, options);
+  if (file === ':memory:' || file === '') return new SqliteDatabase(new SqliteFile(file, options), undefined);
+  const key = resolve(file);
+  let shared = openFiles.get(key);
+  if (shared === undefined) {
+    shared = new SqliteFile(file, options);
+    openFiles.set(key, shared);
+  }
+  return new SqliteDatabase(shared, key);
 }
