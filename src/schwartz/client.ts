@@ -13,6 +13,7 @@ import { isUniqueViolation, type SqlExecutor } from '../sql/index.ts';
 import { DatabaseSet, type SchwartzDatabase, type SchwartzDatabaseConfig, unixTime } from './database-set.ts';
 import { asError, insertChannel, type SchwartzInsertEvent } from './diagnostics.ts';
 import { invalidArgument, isSchwartzError, SchwartzError } from './errors.ts';
+import { GearmanWakeUpNotifier, type SchwartzNotifyOptions } from './gearman-wake-up.ts';
 import {
   type Housekeeping,
   JobHandle,
@@ -55,6 +56,11 @@ export interface SchwartzClientOptions {
   exitStatusPurgeProbability?: number;
   /** Failures older than this many seconds are deleted when a failure is recorded (TheSchwartz: 7 days). */
   errorMaxAge?: number;
+  /**
+   * Wake workers through gearman after each committed insert of a job that may run now (see
+   * `docs/schwartz.md`, "Wake-ups through gearman"). A failed notification never fails the insert.
+   */
+  notify?: SchwartzNotifyOptions;
 }
 
 /** The optional fields of a job, for {@link SchwartzClient.insert}. */
@@ -89,6 +95,10 @@ export interface ClientInternals {
   readonly floor: number | undefined;
   readonly batchSize: number;
   readonly housekeeping: Housekeeping;
+  /** Inserts one job into `db` only (no failover; the scheduler's uniqkeys are only unique per database). */
+  insertInto(db: SchwartzDatabase, job: NewJob): Promise<JobHandle | undefined>;
+  /** Sends wake-ups for the functions of jobs just committed that may run now (no-op without `notify`). */
+  notifyInserted(jobs: readonly NormalizedJob[]): void;
 }
 
 let internals!: (client: SchwartzClient) => ClientInternals;
@@ -127,6 +137,7 @@ export function likePrefix(prefix: string): string {
 export class SchwartzClient {
   readonly #set: DatabaseSet;
   readonly #internals: ClientInternals;
+  readonly #notifier: GearmanWakeUpNotifier | undefined;
 
   static {
     internals = (client) => client.#internals;
@@ -148,6 +159,7 @@ export class SchwartzClient {
         connectTimeout: positive('connectTimeout', options.connectTimeout, 10_000),
       }),
     });
+    this.#notifier = options.notify === undefined ? undefined : new GearmanWakeUpNotifier(options.notify);
     this.#internals = {
       set: this.#set,
       prioritize: options.prioritize === true,
@@ -157,6 +169,13 @@ export class SchwartzClient {
         exitStatusPurgeProbability: probability,
         errorMaxAge: positive('errorMaxAge', options.errorMaxAge, 7 * 86_400, true),
       },
+      insertInto: async (db, job) => {
+        const normalized = normalizeNewJob(job);
+        const handle = await this.#insertInto(db, normalized, performance.now());
+        if (handle !== undefined) this.#notifyInserted([normalized]);
+        return handle;
+      },
+      notifyInserted: (jobs) => this.#notifyInserted(jobs),
     };
   }
 
@@ -184,21 +203,53 @@ export class SchwartzClient {
     const normalized = normalizeNewJob(job);
     let lastError: unknown;
     for (const db of this.#set.shuffledLive()) {
-      const started = performance.now();
+      let handle: JobHandle | undefined;
       try {
-        checkForDialect(db.dialect, normalized);
-        const sql = await db.open();
-        const funcid = (await db.funcid(normalized.funcname)) as number;
-        const jobid = await insertJobRow(sql, db, funcid, normalized, unixTime());
-        return this.#inserted(db, normalized.funcname, jobid, started);
+        handle = await this.#insertInto(db, normalized, performance.now());
       } catch (err) {
         if (isSchwartzError(err)) throw err;
-        if (isUniqueViolation(err)) return this.#inserted(db, normalized.funcname, undefined, started);
         lastError = err;
-        this.#failed(db, normalized.funcname, err, started);
+        continue;
       }
+      if (handle !== undefined) this.#notifyInserted([normalized]);
+      return handle;
     }
     throw new SchwartzError('SCHWARTZ_ERR_NO_DATABASES', undefined, { cause: lastError });
+  }
+
+  /** One job into one database: its handle, `undefined` for a duplicate; a failure marks the database dead. */
+  async #insertInto(db: SchwartzDatabase, job: NormalizedJob, started: number): Promise<JobHandle | undefined> {
+    try {
+      checkForDialect(db.dialect, job);
+      const sql = await db.open();
+      const funcid = (await db.funcid(job.funcname)) as number;
+      const jobid = await insertJobRow(sql, db, funcid, job, unixTime());
+      return this.#inserted(db, job.funcname, jobid, started);
+    } catch (err) {
+      if (isSchwartzError(err)) throw err;
+      if (isUniqueViolation(err)) return this.#inserted(db, job.funcname, undefined, started);
+      this.#failed(db, job.funcname, err, started);
+      throw err;
+    }
+  }
+
+  /**
+   * Wakes the workers of `funcname` through gearman now (the client's `notify` option; without it, does nothing
+   * and resolves to false). Inserts do this on their own; call it after committing a transaction that queued jobs
+   * with {@link insertWith}. Never rejects: resolves to whether a job server took the wake-up.
+   */
+  notify(funcname: string): Promise<boolean> {
+    if (this.#notifier === undefined) return Promise.resolve(false);
+    return this.#notifier.notify(funcname);
+  }
+
+  /** Wake-ups for the functions of committed jobs that may run now (a later `runAfter` is left to polling). */
+  #notifyInserted(jobs: readonly NormalizedJob[]): void {
+    if (this.#notifier === undefined) return;
+    const now = unixTime();
+    const names = new Set<string>();
+    for (const j of jobs) if (j.runAfter === undefined || j.runAfter <= now) names.add(j.funcname);
+    for (const name of names) void this.#notifier.notify(name);
   }
 
   /**
@@ -216,6 +267,7 @@ export class SchwartzClient {
         const sql = await db.open();
         const funcids = await resolveFuncids(db, normalized);
         const ids = await sql.transaction((tx) => this.#insertAll(tx, db, normalized, funcids));
+        this.#notifyInserted(normalized.filter((_, i) => ids[i] !== undefined));
         return ids.map((id, i) => this.#inserted(db, (normalized[i] as NormalizedJob).funcname, id, started));
       } catch (err) {
         if (isSchwartzError(err)) throw err;
@@ -228,7 +280,8 @@ export class SchwartzClient {
 
   /**
    * Queues a job inside the caller's own transaction `tx` (commits and rolls back with it), in the database
-   * `options.database` names. No failover and no dead marks: errors are the caller's.
+   * `options.database` names. No failover and no dead marks: errors are the caller's. No wake-up is sent (the
+   * client cannot see the commit): call {@link notify} after committing.
    *
    * @example
    * await db.transaction(async (tx) => {
@@ -353,8 +406,12 @@ export class SchwartzClient {
     return out;
   }
 
-  /** Closes the databases the client opened (not those given as `database`). */
-  close(): Promise<void> {
-    return this.#set.close();
+  /**
+   * Sends the wake-ups still queued and closes the gearman client it opened, then closes the databases the client
+   * opened (not those given as `database`).
+   */
+  async close(): Promise<void> {
+    await this.#notifier?.close();
+    await this.#set.close();
   }
 }

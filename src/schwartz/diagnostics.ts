@@ -21,6 +21,10 @@ export const INSERT_CHANNEL = 'sharenothing:schwartz:insert';
 export const JOB_CHANNEL = 'sharenothing:schwartz:job';
 /** Name of the per-database channel (failures, dead and alive marks). */
 export const DATABASE_CHANNEL = 'sharenothing:schwartz:database';
+/** Name of the gearman wake-up channel (notifications sent, failed, received). */
+export const WAKE_CHANNEL = 'sharenothing:schwartz:wake';
+/** Name of the scheduler's channel (recurring jobs queued). */
+export const SCHEDULE_CHANNEL = 'sharenothing:schwartz:schedule';
 
 /**
  * One job offered to one database: `inserted`, `duplicate` (its `uniqkey` exists: nothing inserted), or `error`
@@ -90,12 +94,66 @@ export interface SchwartzDatabaseEvent {
   readonly error?: Error;
 }
 
+/**
+ * A wake-up through gearman: `sent` (the job server accepted the background job `schwartz-wake:<funcname>`),
+ * `error` (it did not; the insert it followed is unaffected), `received` (a worker got one and woke up).
+ */
+export type SchwartzWakeEvent =
+  | { readonly type: 'sent'; readonly funcname: string; readonly server: string; readonly durationMs: number }
+  | { readonly type: 'error'; readonly funcname: string; readonly durationMs: number; readonly error: Error }
+  | { readonly type: 'received'; readonly funcname: string; readonly server: string };
+
+/**
+ * One occurrence of a recurring job offered to its database: `queued` (inserted), `exists` (another scheduler
+ * queued it: its `uniqkey` is taken), `error` (the insert failed; retried). `due` is unix seconds; `catchUp` marks
+ * the latest missed occurrence queued on start (`catchUp: 'latest'`).
+ */
+export type SchwartzScheduleEvent =
+  | {
+      readonly type: 'queued';
+      readonly name: string;
+      readonly funcname: string;
+      readonly due: number;
+      readonly catchUp: boolean;
+      readonly handle: string;
+    }
+  | {
+      readonly type: 'exists';
+      readonly name: string;
+      readonly funcname: string;
+      readonly due: number;
+      readonly catchUp: boolean;
+    }
+  | {
+      readonly type: 'error';
+      readonly name: string;
+      readonly funcname: string;
+      readonly due: number;
+      readonly catchUp: boolean;
+      readonly error: Error;
+    };
+
 /** The channel {@link SchwartzInsertEvent}s are published on. */
 export const insertChannel = diagnostics.channel(INSERT_CHANNEL);
 /** The channel {@link SchwartzJobEvent}s are published on. */
 export const jobChannel = diagnostics.channel(JOB_CHANNEL);
 /** The channel {@link SchwartzDatabaseEvent}s are published on. */
 export const databaseChannel = diagnostics.channel(DATABASE_CHANNEL);
+
+/** The channel {@link SchwartzWakeEvent}s are published on. */
+export const wakeChannel = diagnostics.channel(WAKE_CHANNEL);
+/** The channel {@link SchwartzScheduleEvent}s are published on. */
+export const scheduleChannel = diagnostics.channel(SCHEDULE_CHANNEL);
+
+/** Publishes a wake-up event when someone listens. */
+export function publishWakeEvent(event: SchwartzWakeEvent): void {
+  if (wakeChannel.hasSubscribers) wakeChannel.publish(event);
+}
+
+/** Publishes a schedule event when someone listens. */
+export function publishScheduleEvent(event: SchwartzScheduleEvent): void {
+  if (scheduleChannel.hasSubscribers) scheduleChannel.publish(event);
+}
 
 /** Publishes a database event when someone listens. */
 export function publishDatabaseEvent(event: SchwartzDatabaseEvent): void {

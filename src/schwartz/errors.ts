@@ -25,7 +25,8 @@ export const SCHWARTZ_ERROR_CODES = {
     meaning:
       'every configured database failed the insert or is marked dead (it failed within the last `retrySeconds`). ' +
       'The job was not queued; `cause` is the last database error. TheSchwartz returns undef here, the same as for ' +
-      'a duplicate `uniqkey`: the client tells the two apart',
+      "a duplicate `uniqkey`: the client tells the two apart. For a recurring job, its schedule's one database " +
+      'failed (the scheduler retries)',
     fix: 'check that the databases are reachable and hold the schema (`client.ensureSchema()`); retry later',
   },
   SCHWARTZ_ERR_UNKNOWN_DATABASE: {
@@ -60,8 +61,9 @@ export const SCHWARTZ_ERROR_CODES = {
   SCHWARTZ_ERR_CLOSED: {
     message: 'worker closed',
     meaning:
-      'a worker method (`work()`, `workOnce()`, `workUntilDone()`, a grab) was called after `close()` or `destroy()`',
-    fix: 'create a new worker',
+      'a worker method (`work()`, `workOnce()`, `workUntilDone()`, a grab) was called after `close()` or ' +
+      '`destroy()`, or `scheduler.run()` after `scheduler.close()`',
+    fix: 'create a new worker (or scheduler)',
   },
   SCHWARTZ_ERR_DESTROYED: {
     message: 'worker destroyed',

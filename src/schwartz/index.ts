@@ -19,6 +19,12 @@
  *   await resize(photo, { signal: job.signal }); // resolving completes the job, throwing fails it
  * }, { maxRetries: 3, retryDelay: (failures) => 30 * 2 ** failures, keepExitStatusFor: 86_400 });
  * await worker.workUntilDone();
+ *
+ * // Beyond TheSchwartz: recurring jobs, one per due time however many processes run the schedule.
+ * const scheduler = new SchwartzScheduler(client, {
+ *   schedules: [{ name: 'nightly', funcname: 'MyApp::Report', cron: '0 3 * * *', timezone: 'Europe/Berlin' }],
+ * });
+ * await scheduler.tick(); // queues the next occurrence; `scheduler.run({ signal })` keeps doing so
  * await client.close();
  */
 
@@ -29,15 +35,20 @@ export {
   SchwartzClient,
   type SchwartzClientOptions,
 } from './client.ts';
+export { CronExpression, type CronOptions } from './cron-expression.ts';
 export { databaseHash, type SchwartzDatabaseConfig } from './database-set.ts';
 export {
   DATABASE_CHANNEL,
   INSERT_CHANNEL,
   JOB_CHANNEL,
+  SCHEDULE_CHANNEL,
   type SchwartzDatabaseEvent,
   type SchwartzInsertEvent,
   type SchwartzJobEvent,
   type SchwartzOutcome,
+  type SchwartzScheduleEvent,
+  type SchwartzWakeEvent,
+  WAKE_CHANNEL,
 } from './diagnostics.ts';
 export {
   isSchwartzError,
@@ -46,11 +57,24 @@ export {
   type SchwartzErrorCode,
   type SchwartzErrorInfo,
 } from './errors.ts';
+export {
+  type SchwartzNotifyOptions,
+  type SchwartzWakeOnOptions,
+  WAKE_FUNCTION_PREFIX,
+  WAKE_UNIQUE,
+} from './gearman-wake-up.ts';
 export { type Housekeeping, Job, JobHandle, type JobRecord, type JobSettings } from './job.ts';
 export type { JobArg, JobId, NewJob } from './job-store.ts';
 export { schwartzMetrics } from './metrics.ts';
 export { type FunctionSummary, queueSummary, type RetryResult, retryJob } from './queue-admin.ts';
+export {
+  type RecurringJob,
+  type ScheduleResult,
+  SchwartzScheduler,
+  type SchwartzSchedulerOptions,
+} from './scheduler.ts';
 export { ensureSchema, type SchwartzTables, schemaStatements, schwartzTables } from './schema.ts';
+export type { RateLimit } from './token-bucket.ts';
 export {
   type AbilityOptions,
   type JobHandler,

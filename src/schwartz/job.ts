@@ -193,6 +193,8 @@ export interface JobInit {
   readonly lease: number;
   readonly settings: JobSettings;
   readonly housekeeping: Housekeeping;
+  /** Told of the jobs a `replaceWith` committed (wake-ups). */
+  readonly onInserted?: (jobs: readonly NormalizedJob[]) => void;
 }
 
 /** The worker's controls over a job, kept off the public surface. */
@@ -226,6 +228,7 @@ export class Job implements JobRecord {
   readonly #settings: JobSettings;
   readonly #housekeeping: Housekeeping;
   readonly #resolver: HandleResolver;
+  readonly #onInserted: ((jobs: readonly NormalizedJob[]) => void) | undefined;
   readonly #controller = new AbortController();
   #lease: number;
   #state: JobState = 'open';
@@ -264,6 +267,7 @@ export class Job implements JobRecord {
     this.#settings = init.settings;
     this.#housekeeping = init.housekeeping;
     this.#resolver = init.resolver;
+    this.#onInserted = init.onInserted;
     this.handle = new JobHandle(init.db.hash, init.row.jobid, init.resolver);
   }
 
@@ -409,6 +413,7 @@ export class Job implements JobRecord {
       await this.#purgeExitStatuses(sql);
       return 'replaced';
     });
+    if (done) this.#onInserted?.(normalized.filter((_, i) => handles[i] !== undefined));
     return done ? handles : false;
   }
 

@@ -16,8 +16,10 @@
  * ```
  *
  * Beyond TheSchwartz: `concurrency` jobs at once (each grabbed on its own), a per-function `concurrency` limit,
- * lease renewal while a handler runs, a `canGrab` hook (rate limits, pauses) and `wake()` (a push notification ends
- * the poll wait), and `close()` that grabs nothing new and lets running jobs finish.
+ * per-function and worker-wide rate limits (token buckets: a function without a token sits out searches, the others
+ * go on), lease renewal while a handler runs, a `canGrab` hook (pauses), `wake()` (a push notification ends the poll
+ * wait; `wakeOn` listens for them on gearman), and `close()` that grabs nothing new and lets running jobs finish.
+ * Every limit is per worker process.
  *
  * @module
  */
@@ -27,8 +29,10 @@ import { type ClientInternals, clientInternals, likePrefix, type SchwartzClient 
 import { shuffle } from './database-set.ts';
 import { asError, publishJobEvent, type SchwartzOutcome } from './diagnostics.ts';
 import { invalidArgument, SchwartzError } from './errors.ts';
+import { GearmanWakeUpListener, type SchwartzWakeOnOptions } from './gearman-wake-up.ts';
 import { Job, type JobHandle, type JobSettings, jobControl } from './job.ts';
 import { type JobQuery, moveLease, selectJob, selectJobs } from './job-store.ts';
+import { type RateLimit, TokenBucket } from './token-bucket.ts';
 
 /** What a job's function does with it. Resolving without an outcome completes the job; throwing fails it. */
 export type JobHandler = (job: Job) => unknown;
@@ -47,6 +51,11 @@ export interface AbilityOptions {
   concurrency?: number;
   /** Extend the lease while the handler runs, half-way through `grabFor` (default true). */
   renewLease?: boolean;
+  /**
+   * At most `jobs` of this function started per `perMs` ms by this worker (a token bucket holding up to `burst`,
+   * default `jobs`). Without a token the function sits out searches; the others keep working.
+   */
+  rateLimit?: RateLimit;
 }
 
 /** Options of {@link SchwartzWorker}. */
@@ -56,12 +65,20 @@ export interface SchwartzWorkerOptions {
   /** How long `work()` waits after a search found nothing (ms, default 5000, Perl's `work($delay = 5)`). */
   pollInterval?: number;
   /**
-   * Asked before each search for each function; `false` leaves the function out of that search. The hook for rate
-   * limits and pauses: a function that may run again should call `worker.wake()`.
+   * Asked before each search for each function; `false` leaves the function out of that search. The hook for pauses
+   * and limits of your own (rate limits are built in: `rateLimit`); when a function may run again, call
+   * `worker.wake()`.
    */
   canGrab?: (funcname: string) => boolean;
   /** Never drop a function just worked from the next search (TheSchwartz `strict_remove_ability`). */
   strictRemoveAbility?: boolean;
+  /** At most `jobs` jobs of all functions together started per `perMs` ms by this worker (a token bucket). */
+  rateLimit?: RateLimit;
+  /**
+   * Listen for wake-ups on gearman while `work()` runs (`schwartz-wake:<funcname>` for each function; clients
+   * send them with their `notify` option), so a new job starts at once rather than at the next poll.
+   */
+  wakeOn?: SchwartzWakeOnOptions;
 }
 
 interface Ability {
@@ -70,6 +87,7 @@ interface Ability {
   readonly settings: JobSettings;
   readonly concurrency: number;
   readonly renewLease: boolean;
+  readonly bucket: TokenBucket | undefined;
 }
 
 type WorkerState = 'open' | 'closing' | 'destroyed';
@@ -132,6 +150,8 @@ export class SchwartzWorker {
   readonly #pollInterval: number;
   readonly #canGrab: ((funcname: string) => boolean) | undefined;
   readonly #strictRemoveAbility: boolean;
+  readonly #bucket: TokenBucket | undefined;
+  readonly #wakeUps: GearmanWakeUpListener | undefined;
   readonly #abilities = new Map<string, Ability>();
   #current: string[] = [];
   readonly #running = new Set<Job>();
@@ -139,6 +159,10 @@ export class SchwartzWorker {
   readonly #waiters = new Set<() => void>();
   #state: WorkerState = 'open';
   #looping = false;
+  /** `wake()` was called since the current search began: search again rather than wait. */
+  #woken = false;
+  /** Ms until a function the last search skipped for want of a token may run (undefined: none skipped). */
+  #tokenWait: number | undefined;
   readonly #activities = new Set<Promise<unknown>>();
 
   constructor(client: SchwartzClient, options: SchwartzWorkerOptions = {}) {
@@ -148,6 +172,9 @@ export class SchwartzWorker {
     this.#pollInterval = options.pollInterval === undefined ? 5000 : seconds('pollInterval', options.pollInterval);
     this.#canGrab = options.canGrab;
     this.#strictRemoveAbility = options.strictRemoveAbility === true;
+    this.#bucket = options.rateLimit === undefined ? undefined : new TokenBucket(options.rateLimit);
+    this.#wakeUps =
+      options.wakeOn === undefined ? undefined : new GearmanWakeUpListener(options.wakeOn, () => this.wake());
   }
 
   /** The functions this worker runs. */
@@ -180,13 +207,19 @@ export class SchwartzWorker {
       },
       concurrency: options.concurrency === undefined ? Infinity : count('concurrency', options.concurrency, 1),
       renewLease: options.renewLease !== false,
+      bucket: options.rateLimit === undefined ? undefined : new TokenBucket(options.rateLimit),
     });
     this.#current.push(funcname);
+    if (this.#looping) this.#wakeUps?.add(funcname);
     return this;
   }
 
-  /** Ends `work()`'s wait at once: new jobs may be there (a push from gearman, a rate limit lifted). */
+  /**
+   * Ends `work()`'s wait at once: new jobs may be there (a push from gearman, a pause lifted). A wake-up that comes
+   * while a search is running makes `work()` search again when it finds nothing.
+   */
   wake(): void {
+    this.#woken = true;
     this.#notify();
   }
 
@@ -199,10 +232,13 @@ export class SchwartzWorker {
     return this.#track(async () => {
       if (this.#looping) throw invalidArgument('work() is running already');
       this.#looping = true;
+      // Not awaited: the first search need not wait for the job servers (wake-ups are an optimisation).
+      void this.#wakeUps?.start(this.#abilities.keys());
       try {
         await this.#workLoop(options.signal);
       } finally {
         this.#looping = false;
+        await this.#wakeUps?.stop();
       }
     });
   }
@@ -215,11 +251,17 @@ export class SchwartzWorker {
         await this.#waitForChange(undefined, signal);
         continue;
       }
+      this.#woken = false;
       const jobs = await this.#find(free);
       for (const job of jobs) void this.#launch(job);
-      if (jobs.length === 0 && !stop()) await this.#waitForChange(this.#pollInterval, signal);
+      if (jobs.length === 0 && !stop() && !this.#woken) await this.#waitForChange(this.#idleWait(), signal);
     }
     await this.#drain();
+  }
+
+  /** How long to wait after a search found nothing: `pollInterval`, or less when a token is due sooner. */
+  #idleWait(): number {
+    return this.#tokenWait === undefined ? this.#pollInterval : Math.min(this.#pollInterval, this.#tokenWait);
   }
 
   /** Finds one job and works it (Perl `work_once`). Resolves to false when no job was found. */
@@ -234,7 +276,7 @@ export class SchwartzWorker {
 
   /**
    * Works until a search finds nothing and nothing is running (Perl `work_until_done`), `concurrency` jobs at once.
-   * Resolves to the number of jobs worked.
+   * A function held back by its rate limit is waited for, not given up on. Resolves to the number of jobs worked.
    */
   workUntilDone(): Promise<number> {
     return this.#track(() => this.#untilDone());
@@ -249,7 +291,9 @@ export class SchwartzWorker {
         for (const job of jobs) void this.#launch(job);
         worked += jobs.length;
         if (jobs.length > 0) continue;
-        if (this.#running.size === 0) break;
+        if (this.#running.size === 0 && this.#tokenWait === undefined) break;
+        await this.#waitForChange(this.#tokenWait); // a job ends, or a rate-limited function gets a token
+        continue;
       }
       await this.#waitForChange();
     }
@@ -347,15 +391,34 @@ export class SchwartzWorker {
     return jobs;
   }
 
-  /** The abilities among `names` that may be grabbed now (room under their limit, `canGrab`). */
+  /**
+   * The abilities among `names` that may be grabbed now (room under their limit, a token, `canGrab`). Notes in
+   * `#tokenWait` when the first one held back for want of a token gets one.
+   */
   #eligible(names: readonly string[]): Ability[] {
     const out: Ability[] = [];
+    const now = performance.now();
+    let wait: number | undefined;
+    const heldBack = (bucket: TokenBucket) => {
+      const ms = bucket.msUntilToken(now);
+      wait = wait === undefined ? ms : Math.min(wait, ms);
+    };
+    if (this.#bucket !== undefined && !this.#bucket.allows(now)) {
+      heldBack(this.#bucket);
+      this.#tokenWait = wait;
+      return out;
+    }
     for (const name of names) {
       const ability = this.#abilities.get(name);
       if (ability === undefined || !this.#hasRoom(ability, 0)) continue;
+      if (ability.bucket !== undefined && !ability.bucket.allows(now)) {
+        heldBack(ability.bucket);
+        continue;
+      }
       if (this.#canGrab !== undefined && !this.#canGrab(name)) continue;
       out.push(ability);
     }
+    this.#tokenWait = wait;
     return out;
   }
 
@@ -403,7 +466,12 @@ export class SchwartzWorker {
         if (jobs.length >= max) break;
         const ability = byFuncid.get(row.funcid);
         if (ability === undefined) continue;
-        if (limited && !this.#hasRoom(ability, taken.get(ability.name) ?? 0)) continue;
+        if (limited) {
+          // Tokens are taken as jobs are won (below), so the buckets already count this search's jobs.
+          if (this.#bucket !== undefined && !this.#bucket.allows()) break;
+          if (!this.#hasRoom(ability, taken.get(ability.name) ?? 0)) continue;
+          if (ability.bucket !== undefined && !ability.bucket.allows()) continue;
+        }
         const lease = now + ability.settings.grabFor;
         let won: boolean;
         try {
@@ -414,6 +482,10 @@ export class SchwartzWorker {
         }
         if (!won) continue; // another worker got it between our SELECT and UPDATE
         taken.set(ability.name, (taken.get(ability.name) ?? 0) + 1);
+        if (limited) {
+          this.#bucket?.take();
+          ability.bucket?.take();
+        }
         jobs.push(this.#newJob(db, row, ability, lease));
       }
       if (jobs.length > 0) return jobs;
@@ -435,6 +507,7 @@ export class SchwartzWorker {
       lease,
       settings: ability.settings,
       housekeeping: this.#internals.housekeeping,
+      onInserted: this.#internals.notifyInserted,
     });
   }
 
