@@ -32,7 +32,19 @@ writeFileSync(
 async function cli(args: string[]): Promise<{ code: number | undefined; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await runSchwartz(args, { write: (s) => void (out += s) }, { write: (s) => void (err += s) });
+  const code = await runSchwartz(
+    args,
+    {
+      write: (s) => {
+        out += s;
+      },
+    },
+    {
+      write: (s) => {
+        err += s;
+      },
+    },
+  );
   return { code, out, err };
 }
 
