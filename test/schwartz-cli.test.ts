@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSchwartz } from '../src/cli/schwartz.ts';
+import { GearmanServer } from '../src/gearman/server/server.ts';
 import { allDialects, createTestDatabase, type TestDatabase } from './helpers/sql-databases.ts';
 
 const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
@@ -183,6 +184,93 @@ describe('sharenothing schwartz work (daemon)', () => {
       assert.equal(inspected.pending, false, 'the running job was completed before the exit');
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('sharenothing schwartz work --gearman (daemon)', () => {
+  it('wakes on inserts through the job server instead of polling, and runs the schedules of the module', async () => {
+    const jobServer = new GearmanServer({ port: 0, listen: ['127.0.0.1'] });
+    const { port } = await jobServer.listen();
+    const gearman = ['--gearman', `127.0.0.1:${port}`];
+    const file = join(dir, 'wake.sqlite');
+    const db = ['--database', file];
+    const handlers = join(dir, 'scheduled.mjs');
+    writeFileSync(
+      handlers,
+      `export default { 'Cli::Ok': async () => {} };
+export const schedules = [{ name: 'tick', funcname: 'Cli::Ok', every: 1000 }];
+`,
+    );
+    assert.equal((await cli(['schema', ...db])).code, 0);
+    const adminPort = 20000 + Math.floor(Math.random() * 12000);
+    const child = spawn(
+      process.execPath,
+      [
+        MAIN,
+        'schwartz',
+        'work',
+        '--handlers',
+        handlers,
+        '--poll-interval',
+        '600000',
+        '--admin',
+        `127.0.0.1:${adminPort}`,
+        ...gearman,
+        ...db,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const metrics = () => fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text());
+    try {
+      for (let i = 0; i < 200 && !stdout.includes('working on'); i++) await sleep(25);
+      assert.match(stdout, /working on Cli::Ok/, stderr);
+      // Wait until the worker's wake-up function is registered, then insert with notification.
+      for (let i = 0; i < 200; i++) {
+        if (
+          [...jobServer.router.functionsInListingOrder()].some(
+            (f) => f.name.startsWith('schwartz-wake:') && f.workers.length > 0,
+          )
+        )
+          break;
+        await sleep(25);
+      }
+      const inserted = await cli(['insert', 'Cli::Ok', 'now', ...gearman, ...db]);
+      assert.equal(inserted.code, 0, inserted.err);
+      const handle = inserted.out.trim();
+      let pending = true;
+      for (let i = 0; i < 200 && pending; i++) {
+        pending = JSON.parse((await cli(['inspect', handle, '--json', ...db])).out).pending;
+        if (pending) await sleep(25);
+      }
+      assert.equal(pending, false, 'worked long before the 10-minute poll');
+      let text = '';
+      for (let i = 0; i < 200; i++) {
+        text = await metrics();
+        if (
+          /schwartz_schedule_total\{schedule="tick",result="queued"\} [1-9]/.test(text) &&
+          /schwartz_jobs_total\{funcname="Cli::Ok",outcome="completed"\} [2-9]/.test(text)
+        )
+          break;
+        await sleep(50);
+      }
+      assert.match(text, /schwartz_schedule_total\{schedule="tick",result="queued"\} [1-9]/);
+      assert.match(text, /schwartz_jobs_total\{funcname="Cli::Ok",outcome="completed"\} [2-9]/, 'a scheduled job ran');
+      assert.match(text, /schwartz_wakeups_total\{funcname="Cli::Ok",event="received"\} [1-9]/);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+    } finally {
+      child.kill('SIGKILL');
+      await jobServer.close();
     }
   });
 });

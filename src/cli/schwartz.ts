@@ -18,6 +18,7 @@ import { JOB_CHANNEL, type SchwartzJobEvent } from '../schwartz/diagnostics.ts';
 import type { JobRecord } from '../schwartz/job.ts';
 import { schwartzMetrics } from '../schwartz/metrics.ts';
 import { queueSummary, retryJob } from '../schwartz/queue-admin.ts';
+import { type RecurringJob, SchwartzScheduler } from '../schwartz/scheduler.ts';
 import { type AbilityOptions, type JobHandler, SchwartzWorker } from '../schwartz/worker.ts';
 
 const USAGE = `usage: sharenothing schwartz <command> --database DSN [--database DSN …] [options]
@@ -29,15 +30,19 @@ commands:
   inspect HANDLE              one job: its row, failure log and exit status
   retry HANDLE                make a pending job runnable now (--force: even while a worker holds it)
   stats                       jobs ready / running / waiting and failures of the last hour, per function
-  work --handlers MODULE      run a worker (--concurrency N --poll-interval MS --admin HOST:PORT --until-done)
+  work --handlers MODULE      run a worker (--concurrency N --poll-interval MS --admin HOST:PORT --until-done
+                              --gearman HOST:PORT: wake up on inserts through a job server instead of polling)
 
 databases (repeatable --database): a Perl DBI DSN (dbi:mysql:database=jobs;host=db1, dbi:Pg:dbname=jobs,
 dbi:SQLite:dbname=/path), a URL (mysql://…, postgres://…, sqlite:/path) or a SQLite file; --user, --password and
 --prefix apply to each. Add --json to list, inspect and stats for machine-readable output.
 
 A handlers module exports (default or as \`handlers\`) an object from function name to a handler, or to
-{ handler, maxRetries, retryDelay, grabFor, keepExitStatusFor, concurrency }:
+{ handler, maxRetries, retryDelay, grabFor, keepExitStatusFor, concurrency, rateLimit }:
   export default { 'MyApp::Email': async (job) => send(job.arg) };
+It may also export \`schedules\` (recurring jobs the worker queues, exactly once across processes):
+  export const schedules = [{ name: 'nightly-report', funcname: 'MyApp::Report', cron: '0 3 * * *' }];
+With --gearman, \`insert\` also notifies the job server, so workers started with the same --gearman wake at once.
 `;
 
 /** A handlers module's entry: a handler, or one with its ability options. */
@@ -71,7 +76,9 @@ export async function runSchwartz(
     err.write('sharenothing schwartz: at least one --database is required\n');
     return 64;
   }
+  const gearman = v.gearman ?? [];
   const client = new SchwartzClient({
+    ...(gearman.length > 0 && { notify: { gearman } }),
     databases: databases.map((dsn) => ({
       dsn,
       ...(v.user !== undefined && { user: v.user }),
@@ -145,6 +152,7 @@ function parse(argv: string[]) {
       'poll-interval': { type: 'string' },
       admin: { type: 'string' },
       'until-done': { type: 'boolean' },
+      gearman: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -264,9 +272,22 @@ async function stats(client: SchwartzClient, v: Values, out: Out): Promise<numbe
   return 0;
 }
 
-/** Loads the handlers module: `export default { fn: handler | { handler, ...options } }` (or `export const handlers`). */
-export async function loadHandlers(path: string): Promise<Map<string, HandlerEntry>> {
-  const mod = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown; handlers?: unknown };
+/** What a handlers module gives the worker. */
+export interface HandlersModule {
+  handlers: Map<string, HandlerEntry>;
+  schedules: RecurringJob[];
+}
+
+/**
+ * Loads the handlers module: `export default { fn: handler | { handler, ...options } }` (or `export const
+ * handlers`), and its optional `export const schedules = [...]`.
+ */
+export async function loadHandlers(path: string): Promise<HandlersModule> {
+  const mod = (await import(pathToFileURL(resolve(path)).href)) as {
+    default?: unknown;
+    handlers?: unknown;
+    schedules?: unknown;
+  };
   const table = mod.handlers ?? mod.default;
   if (table === null || typeof table !== 'object') {
     throw new UsageError(`${path} exports no handlers object (export default { 'Func::Name': async (job) => … })`);
@@ -280,17 +301,21 @@ export async function loadHandlers(path: string): Promise<Map<string, HandlerEnt
     out.set(name, entry as HandlerEntry);
   }
   if (out.size === 0) throw new UsageError(`${path} exports no handlers`);
-  return out;
+  const schedules = mod.schedules ?? [];
+  if (!Array.isArray(schedules)) throw new UsageError(`${path}: \`schedules\` must be an array`);
+  return { handlers: out, schedules: schedules as RecurringJob[] };
 }
 
 async function work(client: SchwartzClient, v: Values, out: Out): Promise<number | undefined> {
   if (v.handlers === undefined) throw new UsageError('work needs --handlers MODULE');
-  const handlers = await loadHandlers(v.handlers);
+  const { handlers, schedules } = await loadHandlers(v.handlers);
   const concurrency = integer(v.concurrency, '--concurrency', 1);
   const pollInterval = integer(v['poll-interval'], '--poll-interval', 1);
+  const gearman = v.gearman ?? [];
   const worker = new SchwartzWorker(client, {
     ...(concurrency !== undefined && { concurrency }),
     ...(pollInterval !== undefined && { pollInterval }),
+    ...(gearman.length > 0 && { wakeOn: { gearman } }),
   });
   for (const [name, entry] of handlers) {
     if (typeof entry === 'function') worker.canDo(name, entry);
@@ -326,12 +351,18 @@ async function work(client: SchwartzClient, v: Values, out: Out): Promise<number
     admin = await startAdminServer({ host: m[1] || '127.0.0.1', port: Number(m[2]), registry, logger });
   }
   const controller = new AbortController();
+  const scheduler = schedules.length > 0 ? new SchwartzScheduler(client, { schedules }) : undefined;
+  const scheduling = scheduler?.run({ signal: controller.signal }).catch((e: unknown) => {
+    logger.error('scheduler stopped', { err: (e as Error).message });
+  });
   const running = worker.work({ signal: controller.signal });
   logger.info('worker started', { functions: [...handlers.keys()], concurrency: concurrency ?? 1 });
   out.write(`working on ${[...handlers.keys()].join(', ')}${admin ? ` (metrics on ${v.admin})` : ''}\n`);
   const stop = async () => {
     // Graceful: grab nothing new, let running jobs finish and write their outcomes.
     controller.abort();
+    await scheduler?.close();
+    await scheduling;
     await worker.close();
     await running.catch(() => {});
     stopMetrics();

@@ -9,6 +9,8 @@
  *  schwartz_job_errors_total{funcname, stage}    handler | outcome | lease
  *  schwartz_inserts_total{funcname, result}      inserted | duplicate | error
  *  schwartz_database_events_total{event, operation}   error | dead | alive
+ *  schwartz_wakeups_total{funcname, event}        sent | error | received (gearman wake-ups)
+ *  schwartz_schedule_total{schedule, result}      queued | exists | error (recurring jobs)
  * ```
  *
  * @module
@@ -20,9 +22,13 @@ import {
   DATABASE_CHANNEL,
   INSERT_CHANNEL,
   JOB_CHANNEL,
+  SCHEDULE_CHANNEL,
   type SchwartzDatabaseEvent,
   type SchwartzInsertEvent,
   type SchwartzJobEvent,
+  type SchwartzScheduleEvent,
+  type SchwartzWakeEvent,
+  WAKE_CHANNEL,
 } from './diagnostics.ts';
 
 const DURATION_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800];
@@ -42,6 +48,14 @@ export function schwartzMetrics(registry: MetricsRegistry): () => void {
   const dbEvents = registry.counter('schwartz_database_events_total', 'Database errors and dead/alive changes', [
     'event',
     'operation',
+  ]);
+  const wakeups = registry.counter('schwartz_wakeups_total', 'Gearman wake-ups sent, failed and received', [
+    'funcname',
+    'event',
+  ]);
+  const schedule = registry.counter('schwartz_schedule_total', 'Recurring job occurrences offered', [
+    'schedule',
+    'result',
   ]);
   const inProgress = new Map<string, number>();
   const onJob = (message: unknown) => {
@@ -68,12 +82,23 @@ export function schwartzMetrics(registry: MetricsRegistry): () => void {
     const e = message as SchwartzDatabaseEvent;
     dbEvents.inc({ event: e.type, operation: e.operation ?? '' });
   };
-  diagnostics.subscribe(JOB_CHANNEL, onJob);
-  diagnostics.subscribe(INSERT_CHANNEL, onInsert);
-  diagnostics.subscribe(DATABASE_CHANNEL, onDatabase);
+  const onWake = (message: unknown) => {
+    const e = message as SchwartzWakeEvent;
+    wakeups.inc({ funcname: e.funcname, event: e.type });
+  };
+  const onSchedule = (message: unknown) => {
+    const e = message as SchwartzScheduleEvent;
+    schedule.inc({ schedule: e.name, result: e.type });
+  };
+  const subscriptions: [string, (message: unknown) => void][] = [
+    [JOB_CHANNEL, onJob],
+    [INSERT_CHANNEL, onInsert],
+    [DATABASE_CHANNEL, onDatabase],
+    [WAKE_CHANNEL, onWake],
+    [SCHEDULE_CHANNEL, onSchedule],
+  ];
+  for (const [channel, fn] of subscriptions) diagnostics.subscribe(channel, fn);
   return () => {
-    diagnostics.unsubscribe(JOB_CHANNEL, onJob);
-    diagnostics.unsubscribe(INSERT_CHANNEL, onInsert);
-    diagnostics.unsubscribe(DATABASE_CHANNEL, onDatabase);
+    for (const [channel, fn] of subscriptions) diagnostics.unsubscribe(channel, fn);
   };
 }
