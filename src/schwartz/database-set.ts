@@ -209,6 +209,11 @@ export class SchwartzDatabase {
     return this.#nameById.get(funcid);
   }
 
+  /** The cached funcid of `funcname`, if any. */
+  cachedFuncid(funcname: string): number | undefined {
+    return this.#idByName.get(funcname);
+  }
+
   /** The cached funcname of `funcid`, if any. */
   cachedFuncname(funcid: number): string | undefined {
     return this.#nameById.get(funcid);

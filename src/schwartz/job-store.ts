@@ -280,6 +280,26 @@ export async function moveLease(
   return r.changes > 0;
 }
 
+/**
+ * Claims a found job: `grabbed_until` from the value read to this worker's lease, provided the job is still due.
+ * (TheSchwartz checks `grabbed_until` only; a job another worker grabbed and failed with a retry delay returns to
+ * `grabbed_until = 0`, which a stale candidate would match before its retry time.)
+ */
+export async function claimJob(
+  exec: SqlExecutor,
+  tables: SchwartzTables,
+  jobid: JobId,
+  from: number,
+  lease: number,
+  now: number,
+): Promise<boolean> {
+  const r = await exec.run(
+    `UPDATE ${tables.job} SET grabbed_until = ? WHERE jobid = ? AND grabbed_until = ? AND run_after <= ?`,
+    [lease, jobid, from, now],
+  );
+  return r.changes > 0;
+}
+
 /** Deletes a job this worker holds (`grabbed_until` still its lease); false when it does not. */
 export async function deleteHeldJob(
   exec: SqlExecutor,

@@ -15,6 +15,11 @@
  *  fairness: a function just worked is left out of the next search, until a search finds nothing
  * ```
  *
+ * One difference in cost, not in behaviour: TheSchwartz reads `batchSize` candidates to claim one and drops the
+ * rest. Here the unclaimed candidates of a search are kept for up to {@link CANDIDATES_TTL_MS} and claimed first by
+ * the next grabs (each claim re-checks `grabbed_until` and `run_after` in its UPDATE, so a stale candidate only
+ * costs a 0-row UPDATE). A worker doing one job at a time then reads the queue once per ~50 jobs, not once per job.
+ *
  * Beyond TheSchwartz: `concurrency` jobs at once (each grabbed on its own), a per-function `concurrency` limit,
  * per-function and worker-wide rate limits (token buckets: a function without a token sits out searches, the others
  * go on), lease renewal while a handler runs, a `canGrab` hook (pauses), `wake()` (a push notification ends the poll
@@ -31,7 +36,7 @@ import { asError, publishJobEvent, type SchwartzOutcome } from './diagnostics.ts
 import { invalidArgument, SchwartzError } from './errors.ts';
 import { GearmanWakeUpListener, type SchwartzWakeOnOptions } from './gearman-wake-up.ts';
 import { Job, type JobHandle, type JobSettings, jobControl } from './job.ts';
-import { type JobQuery, moveLease, selectJob, selectJobs } from './job-store.ts';
+import { claimJob, type JobQuery, moveLease, selectJob, selectJobs } from './job-store.ts';
 import { type RateLimit, TokenBucket } from './token-bucket.ts';
 
 /** What a job's function does with it. Resolving without an outcome completes the job; throwing fails it. */
@@ -143,6 +148,24 @@ function failureMessage(err: unknown): string {
  * process.once('SIGTERM', () => stop.abort());
  * await worker.work({ signal: stop.signal }); // returns once running jobs have finished
  */
+/** How long the unclaimed candidates of a search are tried before the queue is read again. */
+const CANDIDATES_TTL_MS = 1000;
+
+type CandidateRow = Awaited<ReturnType<typeof selectJobs>>[number];
+
+interface Candidates {
+  db: ClientInternals['set']['all'][number];
+  rows: CandidateRow[];
+  /** Database "now" minus local "now" at the search (unix seconds). */
+  clockOffset: number;
+  /** `performance.now()` after which the candidates are dropped. */
+  expires: number;
+}
+
+function unixNow(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
 export class SchwartzWorker {
   readonly #client: SchwartzClient;
   readonly #internals: ClientInternals;
@@ -163,6 +186,8 @@ export class SchwartzWorker {
   #woken = false;
   /** Ms until a function the last search skipped for want of a token may run (undefined: none skipped). */
   #tokenWait: number | undefined;
+  /** What the last search found and did not claim (see the module comment). */
+  #candidates: Candidates | undefined;
   readonly #activities = new Set<Promise<unknown>>();
 
   constructor(client: SchwartzClient, options: SchwartzWorkerOptions = {}) {
@@ -437,6 +462,10 @@ export class SchwartzWorker {
     if (abilities.length === 0) return [];
     const { set, prioritize, floor, batchSize } = this.#internals;
     const limited = coalesce === undefined;
+    if (limited) {
+      const cached = await this.#claimCached(abilities, max);
+      if (cached.length > 0) return cached;
+    }
     for (const db of set.shuffledLive()) {
       let sql: Awaited<ReturnType<typeof db.open>>;
       let now: number;
@@ -460,37 +489,94 @@ export class SchwartzWorker {
         continue;
       }
       // Shuffled, so workers polling together do not all race for the first row.
-      const jobs: Job[] = [];
-      const taken = new Map<string, number>();
-      for (const row of prioritize ? shuffleWithinPriority(rows) : shuffle(rows)) {
-        if (jobs.length >= max) break;
-        const ability = byFuncid.get(row.funcid);
-        if (ability === undefined) continue;
-        if (limited) {
-          // Tokens are taken as jobs are won (below), so the buckets already count this search's jobs.
-          if (this.#bucket !== undefined && !this.#bucket.allows()) break;
-          if (!this.#hasRoom(ability, taken.get(ability.name) ?? 0)) continue;
-          if (ability.bucket !== undefined && !ability.bucket.allows()) continue;
-        }
-        const lease = now + ability.settings.grabFor;
-        let won: boolean;
-        try {
-          won = await moveLease(sql, db.tables, row.jobid, row.grabbed_until, lease);
-        } catch (err) {
-          set.markDead(db, err, 'grab');
-          break;
-        }
-        if (!won) continue; // another worker got it between our SELECT and UPDATE
-        taken.set(ability.name, (taken.get(ability.name) ?? 0) + 1);
-        if (limited) {
-          this.#bucket?.take();
-          ability.bucket?.take();
-        }
-        jobs.push(this.#newJob(db, row, ability, lease));
+      const ordered = prioritize ? shuffleWithinPriority(rows) : shuffle(rows);
+      const { jobs, rest } = await this.#claim(db, sql, ordered, byFuncid, now, max, limited);
+      if (limited) {
+        this.#candidates =
+          rest.length > 0
+            ? { db, rows: rest, clockOffset: now - unixNow(), expires: performance.now() + CANDIDATES_TTL_MS }
+            : undefined;
       }
       if (jobs.length > 0) return jobs;
     }
     return [];
+  }
+
+  /** Claims up to `max` of the last search's unclaimed candidates that belong to `abilities`. */
+  async #claimCached(abilities: readonly Ability[], max: number): Promise<Job[]> {
+    const c = this.#candidates;
+    if (c === undefined) return [];
+    if (performance.now() > c.expires || c.db.isDead()) {
+      this.#candidates = undefined;
+      return [];
+    }
+    const byFuncid = new Map<number, Ability>();
+    for (const a of abilities) {
+      const funcid = c.db.cachedFuncid(a.name);
+      if (funcid !== undefined) byFuncid.set(funcid, a);
+    }
+    const wanted = c.rows.filter((r) => byFuncid.has(r.funcid));
+    if (wanted.length === 0) return [];
+    let sql: Awaited<ReturnType<typeof c.db.open>>;
+    try {
+      sql = await c.db.open();
+    } catch {
+      this.#candidates = undefined;
+      return [];
+    }
+    // The search's "now" moved on by the local clock (the server's on MySQL, read at the search).
+    const now = unixNow() + c.clockOffset;
+    const { jobs, rest, failed } = await this.#claim(c.db, sql, wanted, byFuncid, now, max, true);
+    const remaining = new Set(rest);
+    c.rows = failed ? [] : c.rows.filter((r) => !byFuncid.has(r.funcid) || remaining.has(r));
+    if (c.rows.length === 0 && this.#candidates === c) this.#candidates = undefined;
+    return jobs;
+  }
+
+  /**
+   * Claims candidates in order until `max` are won. Returns the jobs won and the candidates not tried (a claim that
+   * lost its race is dropped); `failed` when the database failed (it is marked dead).
+   */
+  async #claim(
+    db: ClientInternals['set']['all'][number],
+    sql: Awaited<ReturnType<ClientInternals['set']['all'][number]['open']>>,
+    rows: readonly CandidateRow[],
+    byFuncid: ReadonlyMap<number, Ability>,
+    now: number,
+    max: number,
+    limited: boolean,
+  ): Promise<{ jobs: Job[]; rest: CandidateRow[]; failed: boolean }> {
+    const jobs: Job[] = [];
+    const taken = new Map<string, number>();
+    let i = 0;
+    for (; i < rows.length; i++) {
+      if (jobs.length >= max) break;
+      const row = rows[i]!;
+      const ability = byFuncid.get(row.funcid);
+      if (ability === undefined) continue;
+      if (limited) {
+        // Tokens are taken as jobs are won (below), so the buckets already count this search's jobs.
+        if (this.#bucket !== undefined && !this.#bucket.allows()) break;
+        if (!this.#hasRoom(ability, taken.get(ability.name) ?? 0)) continue;
+        if (ability.bucket !== undefined && !ability.bucket.allows()) continue;
+      }
+      const lease = now + ability.settings.grabFor;
+      let won: boolean;
+      try {
+        won = await claimJob(sql, db.tables, row.jobid, row.grabbed_until, lease, now);
+      } catch (err) {
+        this.#internals.set.markDead(db, err, 'grab');
+        return { jobs, rest: [], failed: true };
+      }
+      if (!won) continue; // another worker got it between our SELECT and UPDATE
+      taken.set(ability.name, (taken.get(ability.name) ?? 0) + 1);
+      if (limited) {
+        this.#bucket?.take();
+        ability.bucket?.take();
+      }
+      jobs.push(this.#newJob(db, row, ability, lease));
+    }
+    return { jobs, rest: rows.slice(i), failed: false };
   }
 
   #newJob(
