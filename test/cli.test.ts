@@ -1,51 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { encodePacket, REQUEST } from '../src/gearman/protocol/packet-codec.ts';
-
-const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
-
-/** Every child started here is killed when the file's tests end, whatever happened to them. */
-const children = new Set<ReturnType<typeof spawn>>();
-after(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-});
-
-function run(args: string[], opts: { untilStdout?: RegExp; timeoutMs?: number } = {}) {
-  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    stdout += d;
-  });
-  child.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const ready = new Promise<void>((resolve, reject) => {
-    if (!opts.untilStdout) return resolve();
-    const timer = setTimeout(
-      () => reject(new Error(`timeout; stdout=${stdout} stderr=${stderr}`)),
-      opts.timeoutMs ?? 10_000,
-    );
-    child.stdout.on('data', () => {
-      if (opts.untilStdout!.test(stdout)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-  return { child, exited, ready, out: () => stdout, err: () => stderr };
-}
+import { runCli as run } from './helpers/cli-process.ts';
 
 function ask(port: number, request: string | Buffer, terminator: string | RegExp = '\r\n'): Promise<string> {
   return new Promise((resolve, reject) => {

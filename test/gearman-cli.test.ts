@@ -3,7 +3,6 @@
  */
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,23 +10,12 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseGearmandArgs } from '../src/gearman/server/settings.ts';
+import { runCli } from './helpers/cli-process.ts';
 
-const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'sharenothing-gearmand-cli-'));
 
-function run(args: string[]) {
-  const child = spawn(process.execPath, [MAIN, 'gearmand', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    stdout += d;
-  });
-  child.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, exited, out: () => stdout, err: () => stderr };
-}
+/** `sharenothing gearmand ...args` (killed when the file's tests end). */
+const run = (args: string[]) => runCli(['gearmand', ...args]);
 
 /** Sends an admin line; resolves with the reply once it ends with `until`. */
 function ask(port: number, line: string, until = /\n$/): Promise<string> {

@@ -4,7 +4,6 @@
  */
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,9 +11,9 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSchwartz } from '../src/cli/schwartz.ts';
 import { GearmanServer } from '../src/gearman/server/server.ts';
+import { runCli } from './helpers/cli-process.ts';
 import { allDialects, createTestDatabase, type TestDatabase } from './helpers/sql-databases.ts';
 
-const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'sharenothing-schwartz-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -131,34 +130,14 @@ describe('sharenothing schwartz work (daemon)', () => {
     const db = ['--database', file];
     assert.equal((await cli(['schema', ...db])).code, 0);
     const adminPort = 20000 + Math.floor(Math.random() * 12000);
-    const child = spawn(
-      process.execPath,
-      [
-        MAIN,
-        'schwartz',
-        'work',
-        '--handlers',
-        HANDLERS,
-        '--poll-interval',
-        '50',
-        '--admin',
-        `127.0.0.1:${adminPort}`,
-        ...db,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    const worker = runCli(
+      ['schwartz', 'work', '--handlers', HANDLERS, '--poll-interval', '50', '--admin', `127.0.0.1:${adminPort}`, ...db],
+      { untilStdout: /working on/ },
     );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const { child, exited } = worker;
     try {
-      for (let i = 0; i < 200 && !stdout.includes('working on'); i++) await sleep(25);
-      assert.match(stdout, /working on Cli::Ok, Cli::Fail, Cli::Slow \(metrics on/, stderr);
+      await worker.ready;
+      assert.match(worker.out(), /working on Cli::Ok, Cli::Fail, Cli::Slow \(metrics on/, worker.err());
       await cli(['insert', 'Cli::Ok', ...db]);
       await cli(['insert', 'Cli::Fail', ...db]);
       let metrics = '';
@@ -170,7 +149,7 @@ describe('sharenothing schwartz work (daemon)', () => {
       assert.match(metrics, /schwartz_jobs_total\{funcname="Cli::Ok",outcome="completed"\} 1/);
       assert.match(metrics, /schwartz_jobs_total\{funcname="Cli::Fail",outcome="failed"\} 1/);
       assert.match(metrics, /schwartz_job_duration_seconds_count\{funcname="Cli::Ok"\} 1/);
-      assert.match(stderr, /"job error"|broken on purpose/);
+      assert.match(worker.err(), /"job error"|broken on purpose/);
       // A slow job is running when SIGTERM arrives: it finishes and its outcome is written before the exit.
       const slow = (await cli(['insert', 'Cli::Slow', ...db])).out.trim();
       for (let i = 0; i < 200; i++) {
@@ -179,7 +158,7 @@ describe('sharenothing schwartz work (daemon)', () => {
         await sleep(10);
       }
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      assert.equal(await exited, 0, worker.err());
       const inspected = JSON.parse((await cli(['inspect', slow, '--json', ...db])).out);
       assert.equal(inspected.pending, false, 'the running job was completed before the exit');
     } finally {
@@ -204,10 +183,8 @@ export const schedules = [{ name: 'tick', funcname: 'Cli::Ok', every: 1000 }];
     );
     assert.equal((await cli(['schema', ...db])).code, 0);
     const adminPort = 20000 + Math.floor(Math.random() * 12000);
-    const child = spawn(
-      process.execPath,
+    const worker = runCli(
       [
-        MAIN,
         'schwartz',
         'work',
         '--handlers',
@@ -219,21 +196,13 @@ export const schedules = [{ name: 'tick', funcname: 'Cli::Ok', every: 1000 }];
         ...gearman,
         ...db,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { untilStdout: /working on/ },
     );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const { child, exited } = worker;
     const metrics = () => fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text());
     try {
-      for (let i = 0; i < 200 && !stdout.includes('working on'); i++) await sleep(25);
-      assert.match(stdout, /working on Cli::Ok/, stderr);
+      await worker.ready;
+      assert.match(worker.out(), /working on Cli::Ok/, worker.err());
       // Wait until the worker's wake-up function is registered, then insert with notification.
       for (let i = 0; i < 200; i++) {
         if (
@@ -267,7 +236,7 @@ export const schedules = [{ name: 'tick', funcname: 'Cli::Ok', every: 1000 }];
       assert.match(text, /schwartz_jobs_total\{funcname="Cli::Ok",outcome="completed"\} [2-9]/, 'a scheduled job ran');
       assert.match(text, /schwartz_wakeups_total\{funcname="Cli::Ok",event="received"\} [1-9]/);
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      assert.equal(await exited, 0, worker.err());
     } finally {
       child.kill('SIGKILL');
       await jobServer.close();
