@@ -92,6 +92,8 @@ export class SqlQueueStore implements QueueStore {
   #flushing: Promise<void> | undefined;
   #scheduled = false;
   #closed = false;
+  /** Deletes waiting for their retry timer. */
+  #retrying = 0;
   /** Batches committed and operations written (exposed for metrics and tests). */
   readonly stats = { commits: 0, adds: 0, dones: 0, failedBatches: 0 };
 
@@ -150,31 +152,60 @@ export class SqlQueueStore implements QueueStore {
     while (this.#pending.length > 0) {
       const batch = this.#pending;
       this.#pending = [];
+      let db: SqlDatabase;
       try {
-        const db = await this.#database();
+        db = await this.#database();
         await this.#write(db, batch);
-        this.stats.commits++;
-        for (const op of batch) {
-          if (op.kind === 'add') this.stats.adds++;
-          else this.stats.dones++;
-          op.resolve();
-        }
       } catch (err) {
         this.stats.failedBatches++;
-        // Nothing of the batch is committed. The adds are refused: their clients get QUEUE_ERROR and may retry.
-        // The deletes are tried again after a pause (a finished job left stored would run again after a restart);
-        // after DONE_ATTEMPTS, or when closing, they are reported to the router, which logs them.
-        const retry: Operation[] = [];
+        const opened = batch.length > 1 ? await this.#database().catch(() => undefined) : undefined;
+        if (opened === undefined) {
+          for (const op of batch) this.#failed(op, err);
+          continue;
+        }
+        db = opened;
+        // Nothing of the batch is committed. One bad row (a function name or epoch the column cannot hold) must
+        // not refuse its neighbours: write the operations one by one, in order, so only the bad one fails.
         for (const op of batch) {
-          if (op.kind === 'done' && !this.#closed && ++op.attempts < DONE_ATTEMPTS) retry.push(op);
-          else op.reject(err);
+          try {
+            await this.#write(db, [op]);
+            this.#succeeded(op);
+          } catch (oneErr) {
+            this.#failed(op, oneErr);
+          }
         }
-        if (retry.length > 0) {
-          this.#pending.unshift(...retry);
-          await sleep(RETRY_BASE_MS * 2 ** (retry[0]!.attempts - 1));
-        }
+        continue;
       }
+      this.stats.commits++;
+      for (const op of batch) this.#succeeded(op);
     }
+  }
+
+  #succeeded(op: Operation): void {
+    if (op.kind === 'add') this.stats.adds++;
+    else this.stats.dones++;
+    op.resolve();
+  }
+
+  /**
+   * An operation that was not committed. An add is refused (its client gets QUEUE_ERROR and may retry). A delete is
+   * tried again later from a timer, so it never holds up new submissions (a finished job left stored would run again
+   * after a restart); after DONE_ATTEMPTS, or when closing, it is reported to the router, which logs it.
+   */
+  #failed(op: Operation, err: unknown): void {
+    if (op.kind !== 'done' || this.#closed || ++op.attempts >= DONE_ATTEMPTS) {
+      op.reject(err);
+      return;
+    }
+    this.#retrying++;
+    setTimeout(
+      () => {
+        this.#retrying--;
+        this.#pending.push(op);
+        this.#schedule();
+      },
+      RETRY_BASE_MS * 2 ** (op.attempts - 1),
+    ).unref();
   }
 
   /** Writes a batch in one transaction (one statement needs none), keeping the order of its operations. */
@@ -257,9 +288,9 @@ export class SqlQueueStore implements QueueStore {
   /** Writes what is pending, then closes the database. */
   async close(): Promise<void> {
     this.#closed = true;
-    while (this.#flushing !== undefined || this.#scheduled || this.#pending.length > 0) {
-      if (this.#flushing === undefined && !this.#scheduled) this.#schedule();
-      await (this.#flushing ?? new Promise<void>((resolve) => setImmediate(resolve)));
+    while (this.#flushing !== undefined || this.#scheduled || this.#pending.length > 0 || this.#retrying > 0) {
+      if (this.#flushing === undefined && !this.#scheduled && this.#pending.length > 0) this.#schedule();
+      await (this.#flushing ?? sleep(this.#retrying > 0 ? 20 : 0));
     }
     if (this.#db !== undefined) {
       const db = await this.#db.catch(() => undefined);
