@@ -232,6 +232,35 @@ for (const [dialect, skip] of allDialects()) {
       }
     });
 
+    it('a background submit that joins a running foreground job is stored (gearmand would keep it in memory only)', async () => {
+      const { options } = queueConfig(td, 'q7');
+      const g = await startOurGearman(options);
+      try {
+        const client = await RawGearman.connect(g.port);
+        const w = await RawGearman.connect(g.port);
+        w.send(REQUEST.CAN_DO, ['f7']);
+        client.send(REQUEST.SUBMIT_JOB, ['f7', 'joined', 'payload']);
+        const [handle] = await client.expect(RESPONSE.JOB_CREATED);
+        w.send(REQUEST.GRAB_JOB);
+        await w.expect(RESPONSE.JOB_ASSIGN);
+        assert.deepEqual(await rows(db, 'q7'), []);
+        const bg = await RawGearman.connect(g.port);
+        bg.send(REQUEST.SUBMIT_JOB_BG, ['f7', 'joined', 'payload']);
+        assert.deepEqual(await bg.expect(RESPONSE.JOB_CREATED), [handle]);
+        assert.deepEqual(
+          (await rows(db, 'q7')).map((r) => [r.unique_key, r.function_name]),
+          [['joined', 'f7']],
+        );
+        w.send(REQUEST.WORK_COMPLETE, [handle!, 'done']);
+        assert.deepEqual(await client.expect(RESPONSE.WORK_COMPLETE), [handle, 'done']);
+        await eventually(() => storeOf(g).stats.dones >= 1, 'delete committed');
+        assert.deepEqual(await rows(db, 'q7'), []);
+        for (const c of [client, w, bg]) c.close();
+      } finally {
+        await g.close();
+      }
+    });
+
     it('answers QUEUE_ERROR while the table is gone, keeps serving, and recovers', async () => {
       const { options } = queueConfig(td, 'q3');
       const g = await startOurGearman(options);

@@ -486,10 +486,18 @@ export class JobRouter {
       else if (peer !== undefined) this.#attach(peer, existing);
       // A background submitter is told JOB_CREATED only once the job it joined is committed.
       if (req.background && existing.acknowledged !== undefined) return existing.acknowledged;
+      // Joining a foreground job: gearmand stores nothing, so a restart loses a job it acknowledged. A durable
+      // store keeps it from now on.
+      if (req.background && replayed === undefined && !existing.persisted && this.store.durable) {
+        return this.#persistJoined(existing);
+      }
       return { ok: true, handle: existing.handle };
     }
     const limit = fn.maxQueue[req.priority];
-    if (limit > 0 && fn.total >= limit) return { ok: false, code: 'QUEUE_ERROR', text: 'Job queue is full' };
+    // Replayed jobs were acknowledged before the restart: `maxqueue` does not drop them.
+    if (replayed === undefined && limit > 0 && fn.total >= limit) {
+      return { ok: false, code: 'QUEUE_ERROR', text: 'Job queue is full' };
+    }
     const cost = JOB_OVERHEAD_BYTES + req.data.length;
     if (replayed === undefined && this.memoryLimit > 0 && this.#memoryUsed + cost > this.memoryLimit) {
       this.counters.refusedForMemory++;
@@ -551,6 +559,38 @@ export class JobRouter {
       (err: unknown) => {
         job.acknowledged = undefined;
         return this.#persistFailed(job, err);
+      },
+    );
+    return job.acknowledged;
+  }
+
+  /** Stores a running or queued foreground job that a background submission joined. */
+  #persistJoined(job: Job): SubmitResult | Promise<SubmitResult> {
+    job.persisted = true;
+    job.stored = storedJob(job);
+    const refused = (err: unknown): SubmitResult => {
+      // The foreground job goes on; only the background submitter is refused.
+      this.#log.error('persistent queue add failed', { err, queue: this.store.name, handle: job.handle });
+      job.persisted = false;
+      job.stored = undefined;
+      return { ok: false, code: 'QUEUE_ERROR', text: err instanceof Error ? err.message : String(err) };
+    };
+    let added: void | Promise<void>;
+    try {
+      added = this.store.add(job.stored);
+    } catch (err) {
+      return refused(err);
+    }
+    if (added === undefined) return { ok: true, handle: job.handle };
+    job.acknowledged = added.then(
+      (): SubmitResult => {
+        job.acknowledged = undefined;
+        // Finished while being stored: its delete was queued after the add, so the row is gone again.
+        return { ok: true, handle: job.handle };
+      },
+      (err: unknown) => {
+        job.acknowledged = undefined;
+        return refused(err);
       },
     );
     return job.acknowledged;

@@ -208,7 +208,10 @@ export class GearmanServer implements ConnectionHost, AdminHost {
           closeServer(server, {
             connections: this.#sockets,
             deadlineMs,
-            onDrain: () => endIdle(),
+            onDrain: (socket) => {
+              const conn = this.#bySocket.get(socket);
+              if (conn?.endWhenIdle()) idle.add(conn);
+            },
           }),
         ),
       ).finally(() => clearInterval(poll));
