@@ -67,6 +67,20 @@ for (const kind of ['ours', 'gearmand'] as PeerKind[]) {
       await peer.stop();
     });
 
+    it('waits for any thenable a handler returns, not only native promises', async () => {
+      const w = worker();
+      // Another promise library's object (typed as a Promise, as such libraries declare it).
+      const thenable = (value: string) =>
+        ({
+          then(resolve: (v: string) => void) {
+            setTimeout(() => resolve(value), 10);
+          },
+        }) as unknown as Promise<string>;
+      w.register('thenable', (job) => thenable(`later:${job.payload.toString()}`));
+      const result = await client.submitJob('thenable', 'x', { resultTimeout: 5000 });
+      assert.equal(result.toString(), 'later:x');
+    });
+
     it('runs `concurrency` jobs at once over one connection, never more', async () => {
       let running = 0;
       let most = 0;

@@ -548,6 +548,8 @@ export class SchwartzWorker {
   ): Promise<{ jobs: Job[]; rest: CandidateRow[]; failed: boolean }> {
     const jobs: Job[] = [];
     const taken = new Map<string, number>();
+    // Candidates passed over (a function at its limit or without a token) stay for later grabs.
+    const skipped: CandidateRow[] = [];
     let i = 0;
     for (; i < rows.length; i++) {
       if (jobs.length >= max) break;
@@ -557,8 +559,13 @@ export class SchwartzWorker {
       if (limited) {
         // Tokens are taken as jobs are won (below), so the buckets already count this search's jobs.
         if (this.#bucket !== undefined && !this.#bucket.allows()) break;
-        if (!this.#hasRoom(ability, taken.get(ability.name) ?? 0)) continue;
-        if (ability.bucket !== undefined && !ability.bucket.allows()) continue;
+        if (
+          !this.#hasRoom(ability, taken.get(ability.name) ?? 0) ||
+          (ability.bucket !== undefined && !ability.bucket.allows())
+        ) {
+          skipped.push(row);
+          continue;
+        }
       }
       const lease = now + ability.settings.grabFor;
       let won: boolean;
@@ -576,7 +583,7 @@ export class SchwartzWorker {
       }
       jobs.push(this.#newJob(db, row, ability, lease));
     }
-    return { jobs, rest: rows.slice(i), failed: false };
+    return { jobs, rest: [...skipped, ...rows.slice(i)], failed: false };
   }
 
   #newJob(
@@ -628,10 +635,11 @@ export class SchwartzWorker {
     }
     try {
       if (threw) publishJobEvent({ type: 'error', ...event, stage: 'handler', error: asError(thrown) });
-      const mayWrite = this.#state !== 'destroyed' && !job.finished && !job.leaseLost;
+      // A handler that tried an outcome whose write failed (even if it caught that error) is not "completed".
+      const mayWrite = this.#state !== 'destroyed' && !job.finished && !job.leaseLost && !control.writeFailed(job);
       if (mayWrite && !threw) await job.completed();
       // After a failed outcome write the handler's error is most likely that write's: leave the job to its lease.
-      else if (mayWrite && !control.writeFailed(job)) await job.failed(failureMessage(thrown));
+      else if (mayWrite) await job.failed(failureMessage(thrown));
     } catch (err) {
       // A lost lease was published by the job itself.
       if (!(err instanceof SchwartzError && err.code === 'SCHWARTZ_ERR_LEASE_LOST')) {

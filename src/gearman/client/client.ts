@@ -584,6 +584,11 @@ export class GearmanClient {
     const timeout = millis(options.timeout, this.#s.submitTimeout, 'timeout');
     const ask = (slot: ClientSlot): Promise<T> =>
       new Promise<T>((resolve, reject) => {
+        // close() may have finished between two servers' answers: open no new connection then.
+        if (this.#closing) {
+          reject(new GearmanError('GEARMAN_ERR_CLOSED'));
+          return;
+        }
         const call = new PendingCall<T>(resolve, reject, timeout, what, options.signal, (c, _error) => {
           this.#outstanding.delete(c);
           this.#checkIdle();

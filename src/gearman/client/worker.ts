@@ -575,7 +575,7 @@ export class GearmanWorker {
       this.#finish(link, job, undefined, err);
       return;
     }
-    if (result instanceof Promise) {
+    if (isThenable(result)) {
       result.then(
         (value) => this.#finish(link, job, value, undefined),
         (err: unknown) => this.#finish(link, job, undefined, err ?? new Error('job rejected')),
@@ -661,4 +661,13 @@ export class GearmanWorker {
     this.#drained = undefined;
     drained();
   }
+}
+
+/** A promise, or any thenable a handler may return (another promise library's). */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }
