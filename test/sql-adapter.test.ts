@@ -234,7 +234,7 @@ for (const [dialect, skip] of allDialects()) {
 describe('sqlite: one connection per file per process', () => {
   it('two opens of one file share it: a transaction across an await does not lock out the other', async () => {
     const td = await createTestDatabase('sqlite', 'shared');
-    const a = await openDatabase(td.location);
+    const a = await openDatabase(td.location, { synchronous: 'normal', busyTimeout: 1000 });
     const b = await openDatabase(td.name);
     try {
       await a.run('CREATE TABLE t (k TEXT)');
@@ -254,6 +254,9 @@ describe('sqlite: one connection per file per process', () => {
         (await b.query<{ k: string }>('SELECT k FROM t ORDER BY rowid')).map((r) => r.k),
         ['from a', 'from b'],
       );
+      // The stricter settings of the second opener apply to the shared connection.
+      assert.deepEqual(await a.query('PRAGMA synchronous'), [{ synchronous: 2 }]);
+      assert.deepEqual(await a.query('PRAGMA busy_timeout'), [{ timeout: 5000 }]);
       await a.close();
       await a.close();
       assert.equal((await b.query('SELECT k FROM t')).length, 2, 'closing one sharer keeps the other open');

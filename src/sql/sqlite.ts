@@ -100,12 +100,29 @@ class SqliteFile {
   readonly mutex = new AsyncMutex();
   inTransaction = 0;
   refs = 0;
+  #busyTimeout: number;
+  #full: boolean;
 
   constructor(file: string, options: SqliteOptions) {
-    this.db = new DatabaseSync(file, { timeout: options.busyTimeout ?? 5000 });
+    this.#busyTimeout = options.busyTimeout ?? 5000;
+    this.#full = options.synchronous !== 'normal';
+    this.db = new DatabaseSync(file, { timeout: this.#busyTimeout });
     if (file !== ':memory:') this.db.exec('PRAGMA journal_mode = WAL');
-    this.db.exec(`PRAGMA synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.db.exec(`PRAGMA synchronous = ${this.#full ? 'FULL' : 'NORMAL'}`);
     this.exec = new SqliteExecutor(this.db);
+  }
+
+  /** Another opener of the same file: the stricter of both settings applies (durable commits, longer lock wait). */
+  adopt(options: SqliteOptions): void {
+    if (options.synchronous !== 'normal' && !this.#full) {
+      this.#full = true;
+      this.db.exec('PRAGMA synchronous = FULL');
+    }
+    const timeout = options.busyTimeout ?? 5000;
+    if (timeout > this.#busyTimeout) {
+      this.#busyTimeout = timeout;
+      this.db.exec(`PRAGMA busy_timeout = ${Math.floor(timeout)}`);
+    }
   }
 }
 
@@ -175,7 +192,7 @@ class SqliteDatabase implements SqlDatabase {
 
 /**
  * Opens (creating if needed) a SQLite database file, or `:memory:` (never shared). A path this process already has
- * open shares that connection; its first opener's options apply.
+ * open shares that connection, with the stricter of the openers' settings.
  */
 export function openSqlite(file: string, options: SqliteOptions = {}): SqlDatabase {
   if (file === ':memory:' || file === '') return new SqliteDatabase(new SqliteFile(file, options), undefined);
@@ -184,6 +201,6 @@ export function openSqlite(file: string, options: SqliteOptions = {}): SqlDataba
   if (shared === undefined) {
     shared = new SqliteFile(file, options);
     openFiles.set(key, shared);
-  }
+  } else shared.adopt(options);
   return new SqliteDatabase(shared, key);
 }
