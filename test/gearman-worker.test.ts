@@ -72,6 +72,7 @@ for (const kind of ['ours', 'gearmand'] as PeerKind[]) {
       // Another promise library's object (typed as a Promise, as such libraries declare it).
       const thenable = (value: string) =>
         ({
+          // biome-ignore lint/suspicious/noThenProperty: a thenable is exactly what this test needs
           then(resolve: (v: string) => void) {
             setTimeout(() => resolve(value), 10);
           },
