@@ -28,11 +28,12 @@ import {
   fmtRatio,
   HOST,
   installCleanup,
+  intArg,
   log,
-  markdownTable,
   median,
   nodeBinary,
   type PortChoice,
+  pushTables,
   REPO_ROOT,
   type RunningServer,
   readCpuSeconds,
@@ -43,7 +44,7 @@ import {
   startListening,
   stopServer,
   type TrackedChild,
-  table,
+  usage,
 } from './lib/harness.ts';
 
 const GEARMAND_BIN = process.env.GEARMAND_BIN ?? '/usr/sbin/gearmand';
@@ -89,17 +90,6 @@ if (args.help) {
       '     GEARMAND_BIN (default /usr/sbin/gearmand)\n',
   );
   process.exit(0);
-}
-
-function usage(msg: string): never {
-  process.stderr.write(`${msg}\n`);
-  process.exit(2);
-}
-
-function intArg(name: string, value: string | undefined, min = 1): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) usage(`--${name} must be an integer >= ${min}`);
-  return n;
 }
 
 const seconds = Number(args.seconds);
@@ -899,14 +889,10 @@ async function main(): Promise<void> {
       'stall). ratio = ours / gearmand (for ' +
       'latency lower is better). "!" = errors, a failed run or a failed consistency check.',
   );
-  out.push('');
-  out.push(table(header, rows));
-  out.push('');
-  out.push(table(detailHeader, detailRows));
-  out.push('');
-  out.push(markdownTable(header, rows));
-  out.push('');
-  out.push(markdownTable(detailHeader, detailRows));
+  pushTables(out, [
+    [header, rows],
+    [detailHeader, detailRows],
+  ]);
   for (const m of all) {
     if (m.failure || m.problems.length > 0 || m.errors > 0 || m.na) {
       out.push(`${m.scenario} ${m.server} run ${m.run}: ${describeRun(m)}`);

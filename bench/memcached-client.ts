@@ -23,9 +23,9 @@ import {
   keyDigits,
   loadItems,
   log,
-  markdownTable,
   median,
   nodeBinary,
+  pushTables,
   REPO_ROOT,
   type RunningServer,
   readStats,
@@ -458,14 +458,10 @@ async function main(): Promise<void> {
       '(100% = one core); event loop = its event-loop utilization; server cpu likewise; other cpu = CPU used by ' +
       'processes outside the benchmark (noise). "!" = errors, misses or a failed round.',
   );
-  out.push('');
-  out.push(table(header, rows));
-  out.push('');
-  out.push(table(detailHeader, detailRows));
-  out.push('');
-  out.push(markdownTable(header, rows));
-  out.push('');
-  out.push(markdownTable(detailHeader, detailRows));
+  pushTables(out, [
+    [header, rows],
+    [detailHeader, detailRows],
+  ]);
   for (const c of cases) {
     for (const cl of clients) {
       const bad = results[c]![cl]!.rounds.find((r) => !r.ok);

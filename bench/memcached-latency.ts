@@ -25,8 +25,8 @@ import {
   loadItems,
   log,
   makeKey,
-  markdownTable,
   type PortChoice,
+  pushTables,
   type RunningServer,
   readCpuSeconds,
   readStats,
@@ -36,7 +36,6 @@ import {
   sleep,
   startServer,
   stopServer,
-  table,
 } from './lib/harness.ts';
 
 const { values: args } = parseArgs({
@@ -472,10 +471,7 @@ async function main(): Promise<void> {
       'limit, as it is at "max"). server cpu likewise for the server process; other cpu = the most CPU any round ' +
       'saw used by processes outside this benchmark (noise). "!" = errors or a failed round.',
   );
-  out.push('');
-  out.push(table(header, rows));
-  out.push('');
-  out.push(markdownTable(header, rows));
+  pushTables(out, [[header, rows]]);
   for (const lv of levels) {
     for (const s of servers) {
       const r = lv.results[s]!;

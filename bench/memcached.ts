@@ -16,9 +16,9 @@ import {
   fmtRatio,
   installCleanup,
   log,
-  markdownTable,
   median,
   type PortChoice,
+  pushTables,
   type RunningServer,
   readCpuSeconds,
   SERVER_NAMES,
@@ -27,7 +27,6 @@ import {
   spawnTracked,
   startServer,
   stopServer,
-  table,
 } from './lib/harness.ts';
 
 interface CaseDef {
@@ -498,10 +497,7 @@ async function main(): Promise<void> {
     'cpu = server CPU time / wall time during the rounds (100% = one core); other cpu = the most CPU any round saw ' +
       'used by processes outside this benchmark (other work on the machine: noise). "!" = some round failed.',
   );
-  out.push('');
-  out.push(table(header, rows));
-  out.push('');
-  out.push(markdownTable(header, rows));
+  pushTables(out, [[header, rows]]);
   out.push('');
   for (const r of results) {
     for (const s of servers) {

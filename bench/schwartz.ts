@@ -22,6 +22,7 @@ import {
   fmtInt,
   fmtRatio,
   installCleanup,
+  intArg,
   log,
   markdownTable,
   median,
@@ -30,6 +31,7 @@ import {
   readCpuSeconds,
   readMachineBusySeconds,
   table,
+  usage,
 } from './lib/harness.ts';
 import { type ChildConfig, type ChildMessage, type ChildMode, FUNCNAME, jobArg } from './lib/schwartz-common.ts';
 
@@ -77,17 +79,6 @@ if (args.help) {
       '  --timeout     per measurement (default 60 s + 150 ms per job)\n',
   );
   process.exit(0);
-}
-
-function usage(msg: string): never {
-  process.stderr.write(`${msg}\n`);
-  process.exit(2);
-}
-
-function intArg(name: string, value: string | undefined, min = 1): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) usage(`--${name} must be an integer >= ${min}`);
-  return n;
 }
 
 function listArg<T extends string>(name: string, values: string[], known: readonly T[]): T[] {

@@ -56,6 +56,28 @@ export function markdownTable(header: string[], rows: string[][]): string {
   return [line(header), line(header.map((_, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n');
 }
 
+/**
+ * Appends each `[header, rows]` table as aligned text, then each again as markdown (for docs/benchmarks.md),
+ * separated by blank lines.
+ */
+export function pushTables(out: string[], tables: ReadonlyArray<[string[], string[][]]>): void {
+  for (const [header, rows] of tables) out.push('', table(header, rows));
+  for (const [header, rows] of tables) out.push('', markdownTable(header, rows));
+}
+
+/** Prints `msg` and exits with status 2 (a bad command line). */
+export function usage(msg: string): never {
+  process.stderr.write(`${msg}\n`);
+  process.exit(2);
+}
+
+/** `value` as an integer ≥ `min`, or {@link usage} naming `--name`. */
+export function intArg(name: string, value: string | undefined, min = 1): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) usage(`--${name} must be an integer >= ${min}`);
+  return n;
+}
+
 /** The node binary to run our server with: the pinned one from node_modules, else whatever runs this script. */
 export function nodeBinary(): string {
   const pinned = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
